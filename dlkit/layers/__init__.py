@@ -1,0 +1,14 @@
+"""From-scratch building blocks, drop-in compatible with their ``torch.nn`` namesakes.
+
+Every public name of every sub-module is re-exported here, so ``dlkit.layers.LSTM``
+can replace ``torch.nn.LSTM`` in user code.
+"""
+
+from dlkit.layers import init
+from dlkit.layers.activations import *  # noqa: F403
+from dlkit.layers.attention import *  # noqa: F403
+from dlkit.layers.dropout import *  # noqa: F403
+from dlkit.layers.normalization import *  # noqa: F403
+from dlkit.layers.positional import *  # noqa: F403
+from dlkit.layers.recurrent import *  # noqa: F403
+from dlkit.layers.transformer import *  # noqa: F403

@@ -1,0 +1,3 @@
+"""dlkit.layers.activations (being written)."""
+
+__all__: list[str] = []

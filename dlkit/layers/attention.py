@@ -1,0 +1,3 @@
+"""dlkit.layers.attention (being written)."""
+
+__all__: list[str] = []

@@ -1,0 +1,3 @@
+"""dlkit.layers.dropout (being written)."""
+
+__all__: list[str] = []

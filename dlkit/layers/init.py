@@ -1,0 +1,3 @@
+"""dlkit.layers.init (being written)."""
+
+__all__: list[str] = []

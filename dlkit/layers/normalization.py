@@ -1,0 +1,3 @@
+"""dlkit.layers.normalization (being written)."""
+
+__all__: list[str] = []

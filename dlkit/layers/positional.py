@@ -1,0 +1,3 @@
+"""dlkit.layers.positional (being written)."""
+
+__all__: list[str] = []

@@ -1,0 +1,3 @@
+"""dlkit.layers.recurrent (being written)."""
+
+__all__: list[str] = []

@@ -1,0 +1,3 @@
+"""dlkit.layers.transformer (being written)."""
+
+__all__: list[str] = []
