@@ -1,0 +1,179 @@
+"""Activations must equal their torch.nn namesakes; the factory must resolve every spec."""
+
+from __future__ import annotations
+
+import functools
+
+import pytest
+import torch
+import torch.nn as nn
+
+import dlkit.layers as L
+
+# (dlkit layer, torch layer): constructed per test so parameters are fresh.
+PAIRS = {
+    "sigmoid": (L.Sigmoid, nn.Sigmoid),
+    "tanh": (L.Tanh, nn.Tanh),
+    "relu": (L.ReLU, nn.ReLU),
+    "leaky_relu": (L.LeakyReLU, nn.LeakyReLU),
+    "leaky_relu_0.2": (
+        functools.partial(L.LeakyReLU, 0.2),
+        functools.partial(nn.LeakyReLU, 0.2),
+    ),
+    "prelu": (L.PReLU, nn.PReLU),
+    "prelu_channels": (
+        functools.partial(L.PReLU, 6, init=0.1),
+        functools.partial(nn.PReLU, 6, init=0.1),
+    ),
+    "elu": (L.ELU, nn.ELU),
+    "elu_alpha": (functools.partial(L.ELU, alpha=0.5), functools.partial(nn.ELU, alpha=0.5)),
+    "gelu": (L.GELU, nn.GELU),
+    "gelu_tanh": (
+        functools.partial(L.GELU, approximate="tanh"),
+        functools.partial(nn.GELU, approximate="tanh"),
+    ),
+    "silu": (L.SiLU, nn.SiLU),
+    "softmax_last": (functools.partial(L.Softmax, dim=-1), functools.partial(nn.Softmax, dim=-1)),
+    "softmax_1": (functools.partial(L.Softmax, dim=1), functools.partial(nn.Softmax, dim=1)),
+    "log_softmax": (
+        functools.partial(L.LogSoftmax, dim=-1),
+        functools.partial(nn.LogSoftmax, dim=-1),
+    ),
+    "identity": (L.Identity, nn.Identity),
+}
+
+
+def _inputs(dtype: torch.dtype) -> torch.Tensor:
+    gen = torch.Generator().manual_seed(0)
+    x = 3 * torch.randn(4, 6, 5, generator=gen, dtype=dtype)
+    # Edge values: the kink at 0, and magnitudes where a naive exp() overflows.
+    x[0, 0] = torch.tensor([0.0, -50.0, 50.0, -1e3, 1e3], dtype=dtype)
+    return x
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64], ids=["f32", "f64"])
+@pytest.mark.parametrize("name", list(PAIRS))
+def test_matches_torch(name, dtype, parity, randomize):
+    ours_cls, theirs_cls = PAIRS[name]
+    theirs = randomize(theirs_cls().to(dtype))
+    ours = ours_cls().to(dtype)
+    x = _inputs(dtype)
+    if name.startswith(("softmax", "log_softmax")):
+        x[0, 0] = 0.0  # softmax of ±1e3 rows is a test of torch's rounding, not ours
+    parity(ours, theirs, x)
+
+
+def test_state_dicts_match():
+    for ours_cls, theirs_cls in PAIRS.values():
+        ours, theirs = ours_cls(), theirs_cls()
+        assert {k: v.shape for k, v in ours.state_dict().items()} == {
+            k: v.shape for k, v in theirs.state_dict().items()
+        }
+    assert L.PReLU(3).weight.tolist() == pytest.approx([0.25] * 3)
+
+
+def test_softmax_with_masked_entries():
+    x = torch.tensor([[1.0, float("-inf"), 2.0]])
+    torch.testing.assert_close(L.softmax(x, -1), torch.softmax(x, -1))
+    torch.testing.assert_close(L.log_softmax(x, -1), torch.log_softmax(x, -1))
+
+
+def test_softmax_implicit_dim_warns_like_torch():
+    x = torch.randn(2, 3, 4)
+    with pytest.warns(UserWarning, match="dim"):
+        y = L.Softmax()(x)
+    torch.testing.assert_close(y, torch.softmax(x, 0))
+
+
+@pytest.mark.parametrize("cls", [L.ReLU, L.LeakyReLU, L.ELU, L.SiLU])
+def test_inplace_overwrites_input_and_keeps_gradients(cls):
+    ref_leaf = torch.randn(10, requires_grad=True)
+    leaf = ref_leaf.detach().clone().requires_grad_(True)
+    expected = cls()(ref_leaf * 2)
+    x = leaf * 2  # a non-leaf, as in a network
+    y = cls(inplace=True)(x)
+    torch.testing.assert_close(y, expected)
+    expected.sum().backward()
+    y.sum().backward()
+    torch.testing.assert_close(leaf.grad, ref_leaf.grad)
+    with torch.no_grad():
+        z = torch.randn(10)
+        assert cls(inplace=True)(z) is z
+
+
+def test_prelu_wrong_channels():
+    expected = r"PReLU expected input of shape \(N, 6, \*\), got \(2, 3\)"
+    with pytest.raises(ValueError, match=expected):
+        L.PReLU(6)(torch.randn(2, 3))
+
+
+def test_gelu_rejects_unknown_approximation():
+    with pytest.raises(ValueError, match="'none' or 'tanh', got 'fast'"):
+        L.GELU(approximate="fast")
+
+
+# ----------------------------------------------------------------------------- factory
+
+
+@pytest.mark.parametrize("name", sorted(L.ACTIVATIONS))
+def test_get_activation_by_every_name(name):
+    assert type(L.get_activation(name)) is L.ACTIVATIONS[name]
+
+
+@pytest.mark.parametrize(
+    "spec, expected",
+    [
+        ("ReLU", L.ReLU),
+        ("LeakyReLU", L.LeakyReLU),
+        ("leaky-relu", L.LeakyReLU),
+        ("GELU", L.GELU),
+        ("linear", L.Identity),
+        (None, L.Identity),
+        (L.Tanh, L.Tanh),
+        (nn.ReLU, nn.ReLU),  # torch classes are accepted as they are
+    ],
+)
+def test_get_activation_specs(spec, expected):
+    assert type(L.get_activation(spec)) is expected
+
+
+def test_get_activation_kwargs_and_instances():
+    act = L.get_activation("leaky_relu", negative_slope=0.2)
+    assert act.negative_slope == 0.2
+    assert L.get_activation("gelu", approximate="tanh").approximate == "tanh"
+    assert L.get_activation(L.PReLU, num_parameters=4).weight.shape == (4,)
+    module = L.ELU(alpha=2.0)
+    assert L.get_activation(module) is module
+
+
+def test_get_activation_wraps_callables():
+    act = L.get_activation(torch.sin)
+    assert isinstance(act, nn.Module)
+    x = torch.randn(5)
+    torch.testing.assert_close(act(x), torch.sin(x))
+    clamp = L.get_activation(torch.clamp, min=0.0, max=1.0)
+    torch.testing.assert_close(clamp(torch.tensor([-1.0, 0.5, 2.0])), torch.tensor([0.0, 0.5, 1.0]))
+
+
+def test_get_activation_unknown_name_lists_choices():
+    with pytest.raises(ValueError, match=r"Unknown activation 'relux'.*'gelu'.*'relu'"):
+        L.get_activation("relux")
+
+
+def test_get_activation_rejects_other_types():
+    with pytest.raises(TypeError, match="got int"):
+        L.get_activation(3)
+
+
+def test_written_without_the_functions_it_reimplements():
+    import inspect
+
+    from dlkit.layers import activations
+
+    source = inspect.getsource(activations)
+    forbidden = (
+        "nn.functional", "F.", "torch.sigmoid", "torch.tanh", "torch.relu", "torch.softmax",
+        "torch.log_softmax", ".sigmoid(", ".softmax(", "torch.clamp(", "nn.GELU(",
+    )  # fmt: skip
+    for name in forbidden:
+        assert name not in source, name
