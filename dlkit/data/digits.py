@@ -1,0 +1,102 @@
+"""Handwritten digits: scikit-learn's bundled 8x8 images, no download needed."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+import numpy as np
+import torch
+
+from dlkit.data.tensor import TensorDataModule, stratified_split
+
+__all__ = ["DigitsDataModule"]
+
+
+class DigitsDataModule(TensorDataModule):
+    """The 1,797 8x8 handwritten digits that ship with scikit-learn (UCI optdigits test set).
+
+    The split is stratified and a pure function of ``seed``; scaling statistics come
+    from the training split only. Everything lives in memory and is batched by slicing.
+
+    Args:
+        batch_size: Samples per batch. Defaults to 64.
+        val_fraction: Share of the data for validation. Defaults to 0.15.
+        test_fraction: Share of the data for testing. Defaults to 0.15.
+        scaling: ``"minmax"`` divides the 0..16 pixel counts by 16 (range [0, 1]);
+            ``"standard"`` subtracts the training mean and divides by its std.
+            Defaults to ``"minmax"``.
+        resize: Side length to resize to with bilinear interpolation (32 gives
+            LeNet-5 its classic input), or None to keep 8x8. Defaults to None.
+        flatten: Return ``(N, 64)`` vectors instead of images (for an MLP).
+            Defaults to False.
+        seed: Seed of the split and the shuffling order. Defaults to 42.
+
+    Shapes:
+        x: ``(B, 1, S, S)`` float32 with ``S = resize or 8`` (``(B, S*S)`` when
+        ``flatten``); y: ``(B,)`` int64 in ``0..9``.
+
+    Example:
+        >>> dm = DigitsDataModule(resize=32)
+        >>> dm.setup("fit")
+        >>> x, y = next(iter(dm.train_dataloader()))
+        >>> x.shape, y.shape
+        (torch.Size([64, 1, 32, 32]), torch.Size([64]))
+    """
+
+    num_classes = 10
+    in_chans = 1
+
+    def __init__(
+        self,
+        batch_size: int = 64,
+        val_fraction: float = 0.15,
+        test_fraction: float = 0.15,
+        scaling: Literal["minmax", "standard"] = "minmax",
+        resize: int | None = None,
+        flatten: bool = False,
+        seed: int = 42,
+    ) -> None:
+        super().__init__(batch_size=batch_size, seed=seed)
+        if scaling not in ("minmax", "standard"):
+            raise ValueError(f"data.scaling must be 'minmax' or 'standard', got {scaling!r}.")
+        if not (0 <= val_fraction < 1 and 0 < test_fraction < 1 and val_fraction + test_fraction < 1):
+            raise ValueError(
+                "data.val_fraction and data.test_fraction must lie in [0, 1) and sum to less than 1, "
+                f"got {val_fraction} and {test_fraction}."
+            )
+        if resize is not None and resize < 1:
+            raise ValueError(f"data.resize must be a positive side length or null, got {resize}.")
+        self.val_fraction, self.test_fraction = val_fraction, test_fraction
+        self.scaling, self.resize, self.flatten = scaling, resize, flatten
+
+    @property
+    def input_shape(self) -> tuple[int, ...]:
+        """Shape of one sample, without the batch dimension."""
+        side = self.resize or 8
+        return (side * side,) if self.flatten else (1, side, side)
+
+    def setup(self, stage: str | None = None) -> None:
+        if self.splits:  # setup runs once per stage; the split never changes
+            return
+        from sklearn.datasets import load_digits
+
+        images, labels = load_digits(return_X_y=True)
+        x = torch.from_numpy(images.astype(np.float32)).reshape(-1, 1, 8, 8)  # (N, 1, 8, 8)
+        y = torch.from_numpy(labels.astype(np.int64))
+        train_frac = 1.0 - self.val_fraction - self.test_fraction
+        parts = stratified_split(labels, (train_frac, self.val_fraction, self.test_fraction), self.seed)
+        if self.scaling == "minmax":
+            x = x / 16.0
+        else:
+            train_x = x[torch.from_numpy(parts[0])]
+            x = (x - train_x.mean()) / train_x.std()
+        if self.resize is not None and self.resize != 8:
+            x = torch.nn.functional.interpolate(
+                x, size=(self.resize, self.resize), mode="bilinear", align_corners=False
+            )
+        if self.flatten:
+            x = x.flatten(1)  # (N, S*S)
+        for name, idx in zip(("train", "val", "test"), parts):
+            if len(idx):
+                t = torch.from_numpy(idx)
+                self.splits[name] = (x[t].contiguous(), y[t])

@@ -1,0 +1,218 @@
+"""In-memory data: a slicing batch loader and a DataModule over plain tensors.
+
+Small data sets (digits, diabetes, a user's ``(x, y)`` arrays) fit in memory many
+times over. Indexing a whole batch at once with one permutation is several times
+cheaper than ``DataLoader``'s per-sample ``__getitem__`` + ``collate``, and it is what
+lets a Lightning run keep up with a hand-written loop (see ``scripts/bench_overhead.py``).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterator, Mapping, Sequence
+from typing import Any, Union
+
+import lightning as L
+import numpy as np
+import torch
+from torch import Tensor
+
+__all__ = ["TensorBatchLoader", "TensorDataModule", "as_tensor", "stratified_split"]
+
+# A batch element: one tensor, or a dict of tensors for multi-output targets.
+Target = Union[Tensor, Mapping[str, Tensor]]
+
+
+def as_tensor(a: Any, dtype: torch.dtype | None = None) -> Tensor:
+    """Convert a NumPy array, list or tensor to a tensor without copying when possible.
+
+    Float64 NumPy arrays become float32 (the dtype every dlkit model expects) unless
+    ``dtype`` says otherwise.
+    """
+    t = a if isinstance(a, Tensor) else torch.as_tensor(np.asarray(a))
+    if dtype is not None:
+        return t.to(dtype)
+    return t.float() if t.dtype == torch.float64 else t
+
+
+def _index(t: Target, idx: Tensor) -> Target:
+    if isinstance(t, Mapping):
+        return {k: v[idx] for k, v in t.items()}
+    return t[idx]
+
+
+def _length(t: Target) -> int:
+    if isinstance(t, Mapping):
+        lengths = {len(v) for v in t.values()}
+        if len(lengths) != 1:
+            raise ValueError(f"All target tensors must have the same length, got {sorted(lengths)}.")
+        return lengths.pop()
+    return len(t)
+
+
+class TensorBatchLoader:
+    """Iterate over ``(x, y)`` tensors in batches by slicing, like a ``DataLoader``.
+
+    Each epoch draws one permutation (from ``seed`` + epoch, so runs repeat) and
+    indexes whole batches at once. Under ``torch.distributed`` every rank takes an
+    equal, disjoint share of the permutation, as ``DistributedSampler`` would.
+
+    Args:
+        x: Inputs, shape ``(N, ...)``.
+        y: Targets, shape ``(N, ...)``, a dict of such tensors, or None (predict).
+        batch_size: Samples per batch. Defaults to 32.
+        shuffle: Draw a new order every epoch. Defaults to False.
+        drop_last: Drop the last incomplete batch. Defaults to False.
+        seed: Seed of the shuffling order. Defaults to 0.
+
+    Yields:
+        ``(x_batch, y_batch)`` (or ``x_batch`` alone when ``y`` is None).
+
+    Example:
+        >>> loader = TensorBatchLoader(torch.randn(100, 4), torch.arange(100), batch_size=32)
+        >>> len(loader), next(iter(loader))[0].shape
+        (4, torch.Size([32, 4]))
+    """
+
+    def __init__(
+        self,
+        x: Tensor,
+        y: Target | None = None,
+        batch_size: int = 32,
+        shuffle: bool = False,
+        drop_last: bool = False,
+        seed: int = 0,
+    ) -> None:
+        if batch_size <= 0:
+            raise ValueError(f"batch_size must be a positive integer, got {batch_size}.")
+        if y is not None and _length(y) != len(x):
+            raise ValueError(f"x has {len(x)} samples but y has {_length(y)}; they must match.")
+        self.x, self.y = x, y
+        self.batch_size, self.shuffle, self.drop_last, self.seed = batch_size, shuffle, drop_last, seed
+        self.epoch = 0
+
+    def _rank_share(self) -> tuple[int, int]:
+        if torch.distributed.is_available() and torch.distributed.is_initialized():
+            return torch.distributed.get_rank(), torch.distributed.get_world_size()
+        return 0, 1
+
+    def _num_samples(self) -> int:
+        _, world = self._rank_share()
+        return len(self.x) // world if world > 1 else len(self.x)
+
+    def __len__(self) -> int:
+        n = self._num_samples()
+        return n // self.batch_size if self.drop_last else math.ceil(n / self.batch_size)
+
+    def __iter__(self) -> Iterator[Any]:
+        n = len(self.x)
+        if self.shuffle:
+            g = torch.Generator().manual_seed(self.seed + self.epoch)
+            order = torch.randperm(n, generator=g)
+            self.epoch += 1
+        else:
+            order = torch.arange(n)
+        rank, world = self._rank_share()
+        if world > 1:  # equal shares, so every rank runs the same number of steps
+            per_rank = n // world
+            order = order[rank * per_rank : (rank + 1) * per_rank]
+        for start in range(0, len(order), self.batch_size):
+            idx = order[start : start + self.batch_size]
+            if self.drop_last and len(idx) < self.batch_size:
+                break
+            if self.y is None:
+                yield self.x[idx]
+            else:
+                yield self.x[idx], _index(self.y, idx)
+
+
+def stratified_split(
+    labels: np.ndarray, fractions: Sequence[float], seed: int
+) -> list[np.ndarray]:
+    """Split indices into parts of the given fractions, keeping class proportions.
+
+    Args:
+        labels: Class label of each sample, shape ``(N,)``.
+        fractions: One fraction per part, summing to 1 (e.g. ``(0.7, 0.15, 0.15)``).
+        seed: The split is a pure function of ``labels`` and ``seed``.
+
+    Returns:
+        One sorted index array per part.
+
+    Example:
+        >>> train, val = stratified_split(np.array([0, 0, 1, 1]), (0.5, 0.5), seed=0)
+    """
+    if not math.isclose(sum(fractions), 1.0, abs_tol=1e-6) or min(fractions) < 0:
+        raise ValueError(f"fractions must be non-negative and sum to 1, got {tuple(fractions)}.")
+    rng = np.random.default_rng(seed)
+    parts: list[list[np.ndarray]] = [[] for _ in fractions]
+    bounds = np.cumsum(fractions)[:-1]
+    for cls in np.unique(labels):
+        idx = np.flatnonzero(labels == cls)
+        rng.shuffle(idx)
+        for part, chunk in zip(parts, np.split(idx, np.round(bounds * len(idx)).astype(int))):
+            part.append(chunk)
+    return [np.sort(np.concatenate(p)) for p in parts]
+
+
+class TensorDataModule(L.LightningDataModule):
+    """A DataModule over in-memory tensors, batched by slicing.
+
+    Subclasses fill ``self.splits`` (``{"train": (x, y), "val": ..., "test": ...}``) in
+    :meth:`setup`; this class is also used directly by ``Classifier.fit((x, y))``.
+
+    Args:
+        train: ``(x, y)`` for training.
+        val: ``(x, y)`` for validation. Defaults to None (no validation).
+        test: ``(x, y)`` for testing. Defaults to None.
+        batch_size: Samples per batch (all splits). Defaults to 32.
+        seed: Seed of the shuffling order. Defaults to 0.
+
+    Example:
+        >>> dm = TensorDataModule(train=(torch.randn(64, 4), torch.randint(0, 3, (64,))))
+        >>> dm.setup("fit"); len(dm.train_dataloader())
+        2
+    """
+
+    def __init__(
+        self,
+        train: tuple[Tensor, Target] | None = None,
+        val: tuple[Tensor, Target] | None = None,
+        test: tuple[Tensor, Target] | None = None,
+        batch_size: int = 32,
+        seed: int = 0,
+    ) -> None:
+        super().__init__()
+        if batch_size <= 0:
+            raise ValueError(f"data.batch_size must be a positive integer, got {batch_size}.")
+        self.batch_size, self.seed = batch_size, seed
+        self.splits: dict[str, tuple[Tensor, Target]] = {}
+        for name, split in (("train", train), ("val", val), ("test", test)):
+            if split is not None:
+                self.splits[name] = split
+
+    def example_input(self, n: int = 2) -> Tensor:
+        """The first ``n`` training inputs, for summaries and graph logging."""
+        self.setup("fit")
+        return self.splits["train"][0][:n]
+
+    def _loader(self, split: str, shuffle: bool = False) -> TensorBatchLoader:
+        if split not in self.splits:
+            raise ValueError(
+                f"{type(self).__name__} has no {split!r} split (it has: {', '.join(self.splits) or 'none'})."
+            )
+        x, y = self.splits[split]
+        return TensorBatchLoader(x, y, self.batch_size, shuffle=shuffle, seed=self.seed)
+
+    def train_dataloader(self) -> TensorBatchLoader:
+        return self._loader("train", shuffle=True)
+
+    def val_dataloader(self) -> TensorBatchLoader | list:
+        # Lightning skips validation for an empty list; a DataModule without a val split is fine.
+        return self._loader("val") if "val" in self.splits else []
+
+    def test_dataloader(self) -> TensorBatchLoader:
+        return self._loader("test")
+
+    def predict_dataloader(self) -> TensorBatchLoader:
+        return self._loader("test")

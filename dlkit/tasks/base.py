@@ -1,0 +1,528 @@
+"""The task base class: a LightningModule with Keras' ``compile/fit/evaluate/predict/summary``.
+
+A task owns the *training problem* (loss, metrics, optimiser and schedule); the
+network it trains is injected (``net``), and the optimiser and scheduler arrive as
+factories (Hydra ``_partial_``), as in lightning-hydra-template. The loops,
+devices, precision and checkpoint I/O are Lightning's; this class only wires them.
+
+Subclasses (:class:`~dlkit.tasks.Classifier`, :class:`~dlkit.tasks.Regressor`) say
+how outputs are read: which metrics fit, what a default loss is, what ``predict``
+returns.
+"""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from typing import Any, Literal, Union
+
+import lightning as L
+from omegaconf import OmegaConf
+import torch
+import torch.nn as nn
+from torch import Tensor
+from torchmetrics import MaxMetric, MetricCollection, MinMetric
+
+from dlkit.callbacks.history import History
+from dlkit.config import instantiate_option
+from dlkit.data.tensor import TensorBatchLoader, TensorDataModule, as_tensor
+from dlkit.layers.dropout import weight_penalty
+from dlkit.tasks.metrics import build_metric, metric_mode
+from dlkit.tasks.summary import ModelSummary, summarize
+
+__all__ = ["Task", "OptimizerFactory", "SchedulerFactory"]
+
+OptimizerFactory = Callable[..., torch.optim.Optimizer]
+SchedulerFactory = Callable[..., Any]
+LossSpec = Union[str, nn.Module, Callable[..., Tensor]]
+MetricSpec = Union[Sequence[str], Mapping[str, Sequence[str]]]
+DataSpec = Any  # a LightningDataModule, (x, y) arrays/tensors, or a loader
+STAGES = ("train", "val", "test")
+# Key of the loss/metrics of a single-output network (ModuleDict keys cannot be empty).
+SINGLE = "_"
+
+
+class Task(L.LightningModule):
+    """Base class of dlkit's tasks: loss, metrics, optimiser wiring and the Keras face.
+
+    Args:
+        net: The network to train; any ``nn.Module``. When it returns a dict of
+            outputs, ``loss``/``metrics``/``loss_weights`` may be dicts keyed by output.
+        optimizer: A factory ``f(params) -> Optimizer`` (Hydra ``_partial_``), or an
+            optimiser name from ``conf/optimizer`` (``"adam"``, ``"sgd"``, ...).
+            Defaults to Adam with lr 1e-3.
+        scheduler: A factory ``f(optimizer) -> LRScheduler`` or a name from
+            ``conf/scheduler``, or None. Defaults to None.
+        loss: A loss module/callable ``f(pred, target)``, a name from ``conf/loss``,
+            or a dict of those per output. Defaults to the subclass' choice.
+        metrics: Metric names (``["accuracy"]``) or a dict of such lists per output.
+        loss_weights: Weight of each output's loss in the total. Defaults to 1 each.
+        monitor: Logged metric that ``ReduceLROnPlateau`` (and the default
+            checkpoint/early-stopping configs) follow. Defaults to ``"val/loss"``.
+        monitor_mode: ``"min"`` or ``"max"`` for ``monitor``. Defaults to ``"min"``.
+        scheduler_interval: Step the scheduler every ``"epoch"`` or ``"step"``.
+            Defaults to ``"epoch"``.
+        l1: L1 penalty on weights added to the training loss. Defaults to 0.
+        l2: L2 penalty on weights added to the training loss (unlike the optimiser's
+            ``weight_decay``, it appears in ``train/loss``). Defaults to 0.
+    """
+
+    default_loss: str = "cross_entropy"
+    default_metrics: tuple[str, ...] = ()
+
+    def __init__(
+        self,
+        net: nn.Module,
+        optimizer: OptimizerFactory | str | None = None,
+        scheduler: SchedulerFactory | str | None = None,
+        loss: LossSpec | Mapping[str, LossSpec] | None = None,
+        metrics: MetricSpec | None = None,
+        loss_weights: Mapping[str, float] | None = None,
+        monitor: str = "val/loss",
+        monitor_mode: Literal["min", "max"] = "min",
+        scheduler_interval: Literal["epoch", "step"] = "epoch",
+        l1: float = 0.0,
+        l2: float = 0.0,
+    ) -> None:
+        super().__init__()
+        # The network and factories are not hyper-parameters; everything else is logged.
+        self.save_hyperparameters(ignore=["net", "optimizer", "scheduler", "loss"], logger=False)
+        # Hydra passes ListConfig/DictConfig; checkpoints hold plain containers so that
+        # torch.load(weights_only=True) can read them back.
+        for key, value in list(self.hparams.items()):
+            if OmegaConf.is_config(value):
+                self.hparams[key] = OmegaConf.to_container(value, resolve=True)
+        self.net = net
+        if monitor_mode not in ("min", "max"):
+            raise ValueError(f"task.monitor_mode must be 'min' or 'max', got {monitor_mode!r}.")
+        if scheduler_interval not in ("epoch", "step"):
+            raise ValueError(f"task.scheduler_interval must be 'epoch' or 'step', got {scheduler_interval!r}.")
+        if l1 < 0 or l2 < 0:
+            raise ValueError(f"task.l1 and task.l2 must be >= 0, got {l1} and {l2}.")
+        self.monitor, self.monitor_mode, self.scheduler_interval = monitor, monitor_mode, scheduler_interval
+        self.l1, self.l2 = l1, l2
+        self.compile(
+            optimizer=optimizer if optimizer is not None else "adam",
+            scheduler=scheduler,
+            loss=loss,
+            metrics=metrics,
+            loss_weights=loss_weights,
+        )
+
+    # ------------------------------------------------------------------ Keras face
+    def compile(  # type: ignore[override]  # LightningModule has no compile; nn.Module's is torch.compile
+        self,
+        optimizer: OptimizerFactory | str = "adam",
+        lr: float | None = None,
+        loss: LossSpec | Mapping[str, LossSpec] | None = None,
+        metrics: MetricSpec | None = None,
+        scheduler: SchedulerFactory | str | None = None,
+        loss_weights: Mapping[str, float] | None = None,
+        **optimizer_kwargs: Any,
+    ) -> Task:
+        """Choose optimiser, loss, metrics and schedule, as in Keras.
+
+        Args:
+            optimizer: A name from ``conf/optimizer`` (``"sgd"``, ``"momentum"``,
+                ``"nesterov"``, ``"adagrad"``, ``"rmsprop"``, ``"adadelta"``, ``"adam"``,
+                ``"adamw"``, ``"nadam"``) or a factory ``f(params) -> Optimizer``.
+                Defaults to ``"adam"``.
+            lr: Learning rate; overrides the config's. Defaults to the config's.
+            loss: Name from ``conf/loss``, a loss module, or a dict per output.
+                Defaults to the task's default loss.
+            metrics: Metric names, or a dict of lists per output.
+            scheduler: Name from ``conf/scheduler`` or a factory ``f(optimizer)``.
+            loss_weights: Weight per output in the total loss.
+            **optimizer_kwargs: Further optimiser arguments (``weight_decay``...).
+
+        Returns:
+            The task itself, so calls chain.
+
+        Example:
+            >>> clf = Classifier(create_model("lenet5"))
+            >>> clf.compile(optimizer="sgd", lr=0.1, momentum=0.9, metrics=["accuracy", "f1"])
+        """
+        if lr is not None and lr <= 0:
+            raise ValueError(f"optimizer.lr must be > 0, got {lr}.")
+        if isinstance(optimizer, str):
+            optimizer = instantiate_option("optimizer", optimizer, lr=lr, **optimizer_kwargs)
+        elif lr is not None or optimizer_kwargs:
+            optimizer = functools.partial(optimizer, **({"lr": lr} if lr else {}), **optimizer_kwargs)
+        _check_lr(optimizer)
+        self.optimizer_factory = optimizer
+        self.scheduler_factory = (
+            instantiate_option("scheduler", scheduler) if isinstance(scheduler, str) else scheduler
+        )
+        losses = loss if isinstance(loss, Mapping) else {SINGLE: loss}
+        self.loss_fns = nn.ModuleDict(
+            {k: _as_loss_module(v if v is not None else self.default_loss) for k, v in losses.items()}
+        )
+        self.loss_weights = dict(loss_weights or {})
+        if unknown := set(self.loss_weights) - set(self.loss_fns):
+            raise ValueError(
+                f"loss_weights names outputs {sorted(unknown)} without a loss; outputs with a loss: "
+                f"{sorted(self.loss_fns)}."
+            )
+        if metrics is None:
+            metrics = self.default_metrics if SINGLE in self.loss_fns else {}
+        per_output = metrics if isinstance(metrics, Mapping) else {SINGLE: list(metrics)}
+        self._build_metrics(per_output)
+        return self
+
+    def fit(  # type: ignore[override]
+        self,
+        data: DataSpec,
+        y: Any = None,
+        epochs: int = 1,
+        batch_size: int = 32,
+        callbacks: Sequence[L.Callback] = (),
+        validation_data: Any = None,
+        validation_split: float = 0.0,
+        shuffle_seed: int = 0,
+        verbose: bool = True,
+        **trainer_kwargs: Any,
+    ) -> History:
+        """Train, Keras-style; return the per-epoch :class:`History`.
+
+        Args:
+            data: A ``LightningDataModule``; or inputs ``x`` (array/tensor) with ``y``
+                given; or a tuple ``(x, y)``; or a train loader.
+            y: Targets when ``data`` is ``x``.
+            epochs: Epochs to train. Defaults to 1.
+            batch_size: Batch size for array data. Defaults to 32.
+            callbacks: Lightning callbacks (``dlkit.callbacks.EarlyStopping``...).
+            validation_data: ``(x_val, y_val)`` or a loader, for array data.
+            validation_split: Fraction of array data held out (the last samples, as
+                Keras does) when ``validation_data`` is not given. Defaults to 0.
+            shuffle_seed: Seed of the shuffling order for array data. Defaults to 0.
+            verbose: Show the progress bar. Defaults to True.
+            **trainer_kwargs: Passed to ``lightning.Trainer`` (``accelerator``,
+                ``precision``, ``logger``, ``default_root_dir``...). The Python face
+                runs without logger and checkpoints unless you pass them.
+
+        Returns:
+            A :class:`History`; ``history.history["val/acc"]`` is a list per epoch.
+
+        Example:
+            >>> history = clf.fit(DigitsDataModule(resize=32), epochs=5)
+            >>> history.history["val/acc"][-1]
+        """
+        if epochs <= 0:
+            raise ValueError(f"epochs (trainer.max_epochs) must be > 0, got {epochs}.")
+        history = History()
+        trainer = self._trainer_for(verbose, max_epochs=epochs, callbacks=[*callbacks, history], **trainer_kwargs)
+        if isinstance(data, L.LightningDataModule):
+            trainer.fit(self, datamodule=data)
+        elif hasattr(data, "__iter__") and not isinstance(data, (tuple, list, Tensor)) and y is None:
+            trainer.fit(self, train_dataloaders=data, val_dataloaders=validation_data)
+        else:
+            dm = _arrays_to_datamodule(data, y, batch_size, validation_data, validation_split, shuffle_seed)
+            trainer.fit(self, datamodule=dm)
+        return history
+
+    def evaluate(
+        self,
+        data: DataSpec,
+        y: Any = None,
+        batch_size: int = 256,
+        verbose: bool = False,
+        **trainer_kwargs: Any,
+    ) -> dict[str, float]:
+        """Loss and metrics on data, as a dict without the stage prefix (``{"loss":, "acc":}``).
+
+        Args:
+            data: A DataModule (its test split), ``x`` with ``y``, ``(x, y)`` or a loader.
+            y: Targets when ``data`` is ``x``.
+            batch_size: Batch size for array data. Defaults to 256.
+            verbose: Print Lightning's result table. Defaults to False.
+            **trainer_kwargs: Passed to ``lightning.Trainer``.
+
+        Example:
+            >>> clf.evaluate(DigitsDataModule(resize=32))["acc"]
+        """
+        trainer = self._trainer_for(verbose, **trainer_kwargs)
+        if isinstance(data, L.LightningDataModule):
+            results = trainer.test(self, datamodule=data, verbose=verbose)
+        else:
+            results = trainer.test(self, dataloaders=_as_loader(data, y, batch_size), verbose=verbose)
+        return {k.removeprefix("test/"): float(v) for k, v in results[0].items()}
+
+    @torch.no_grad()
+    def predict(self, data: DataSpec, batch_size: int = 256) -> Tensor | dict[str, Tensor]:  # type: ignore[override]
+        """Run the network on inputs and return :meth:`postprocess`-ed outputs.
+
+        Args:
+            data: Inputs ``x`` (array/tensor), a DataModule (its predict/test split)
+                or a loader.
+            batch_size: Batch size for array inputs. Defaults to 256.
+
+        Returns:
+            Stacked outputs, ``(N, ...)`` (a dict of them for multi-output networks).
+
+        Example:
+            >>> probs = clf.predict(x_test)          # (N, 10) class probabilities
+        """
+        if isinstance(data, L.LightningDataModule):
+            data.setup("predict")
+            loader: Iterable[Any] = data.predict_dataloader()
+        elif isinstance(data, (Tensor,)) or hasattr(data, "__array__"):
+            loader = TensorBatchLoader(as_tensor(data), None, batch_size)
+        else:
+            loader = data
+        was_training = self.training
+        self.eval()
+        outs = []
+        try:
+            for batch in loader:
+                x = batch[0] if isinstance(batch, (tuple, list)) else batch
+                outs.append(self.postprocess(self(x.to(self.device))))
+        finally:
+            self.train(was_training)
+        if isinstance(outs[0], Mapping):
+            return {k: torch.cat([o[k] for o in outs]) for k in outs[0]}
+        return torch.cat(outs)
+
+    def summary(self, input_size: Sequence[int] | None = None, print_fn: Callable[[str], Any] = print) -> ModelSummary:
+        """Print Keras' table of layers, output shapes and parameter counts.
+
+        Args:
+            input_size: Shape of an example batch, e.g. ``(1, 1, 32, 32)``. Defaults to
+                ``example_input_array`` (set by ``fit``) or one the network describes
+                (``in_chans``/``img_size``); without one, output shapes show ``?``.
+            print_fn: Where the table goes. Defaults to ``print``.
+
+        Returns:
+            The :class:`~dlkit.tasks.summary.ModelSummary` (totals as attributes).
+        """
+        example = torch.zeros(*input_size) if input_size is not None else self._example_input()
+        if isinstance(example, Tensor):
+            example = example.to(self.device)
+        result = summarize(self.net, example, title=type(self.net).__name__)
+        print_fn(str(result))
+        return result
+
+    # -------------------------------------------------------------- Lightning hooks
+    def forward(self, x: Any) -> Any:
+        return self.net(x)
+
+    def postprocess(self, out: Any) -> Any:
+        """Turn raw network outputs into what :meth:`predict` returns (identity here)."""
+        return out
+
+    def training_step(self, batch: Any, batch_idx: int) -> Tensor:
+        return self._shared_step(batch, "train")
+
+    def validation_step(self, batch: Any, batch_idx: int) -> None:
+        self._shared_step(batch, "val")
+
+    def test_step(self, batch: Any, batch_idx: int) -> None:
+        self._shared_step(batch, "test")
+
+    def predict_step(self, batch: Any, batch_idx: int, dataloader_idx: int = 0) -> Any:
+        x = batch[0] if isinstance(batch, (tuple, list)) else batch
+        return self.postprocess(self(x))
+
+    def on_train_start(self) -> None:
+        # The sanity check must not count as the best validation epoch so far.
+        for tracker in self.best_trackers.values():
+            tracker.reset()
+
+    def on_validation_epoch_end(self) -> None:
+        if self.trainer.sanity_checking:
+            return
+        for name, tracker in self.best_trackers.items():
+            current = self.trainer.callback_metrics.get(f"val/{name}")
+            if current is not None:
+                tracker(current.detach().cpu())
+                self.log(f"val/{name}_best", tracker.compute(), prog_bar=name == self._headline)
+
+    def configure_optimizers(self) -> Any:
+        # Frozen parameters are left out, so freezing (requires_grad=False) also
+        # saves optimiser state and time.
+        params = [p for p in self.parameters() if p.requires_grad]
+        optimizer = self.optimizer_factory(params=params)
+        if self.scheduler_factory is None:
+            return optimizer
+        scheduler = _fill_from_trainer(self.scheduler_factory, self.trainer)(optimizer=optimizer)
+        return {
+            "optimizer": optimizer,
+            "lr_scheduler": {"scheduler": scheduler, "interval": self.scheduler_interval, "monitor": self.monitor},
+        }
+
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        # A checkpoint carries the composed run config when Hydra made it, so
+        # dlkit-eval can rebuild the network from the file alone.
+        if getattr(self, "run_config", None) is not None:
+            checkpoint["dlkit_config"] = self.run_config
+
+    # ------------------------------------------------------------------ internals
+    def _build_metrics(self, per_output: Mapping[str, Sequence[str]]) -> None:
+        collections: dict[str, MetricCollection] = {}
+        self.best_trackers = nn.ModuleDict()
+        self._headline = ""
+        for output, names in per_output.items():
+            if output not in self.loss_fns:
+                raise ValueError(
+                    f"metrics name output {output!r} that has no loss; outputs: {sorted(self.loss_fns)}."
+                )
+            built = dict(self.build_metric(output, n) for n in names)
+            collections[output] = MetricCollection(built) if built else MetricCollection({})
+            for short in built:
+                key = short if output == SINGLE else f"{output}_{short}"
+                self._headline = self._headline or key
+                self.best_trackers[key] = MaxMetric() if metric_mode(short) == "max" else MinMetric()
+        # One ModuleDict per stage, as attributes: a "train" key would shadow nn.Module.train.
+        for stage in STAGES:
+            per_stage = {
+                out: c.clone(prefix=f"{stage}/" if out == SINGLE else f"{stage}/{out}_")
+                for out, c in collections.items()
+            }
+            setattr(self, f"{stage}_metrics", nn.ModuleDict(per_stage))
+
+    def build_metric(self, output: str, name: str) -> tuple[str, Any]:
+        """Build metric ``name`` for ``output`` (subclasses decide the kind)."""
+        return build_metric(name, "regression")
+
+    def _compute_losses(self, out: Any, y: Any) -> tuple[Tensor, dict[str, Tensor]]:
+        if isinstance(out, Mapping):
+            if not isinstance(y, Mapping):
+                raise ValueError(
+                    f"The network returns outputs {sorted(out)} but the targets are a single tensor; "
+                    "give targets as a dict with the same keys."
+                )
+            parts = {}
+            for name, fn in self.loss_fns.items():
+                if name not in out or name not in y:
+                    raise ValueError(
+                        f"Loss for output {name!r}, but outputs are {sorted(out)} and targets {sorted(y)}."
+                    )
+                parts[name] = fn(out[name], y[name])
+            total = sum(self.loss_weights.get(k, 1.0) * v for k, v in parts.items())
+            return total, parts  # type: ignore[return-value]
+        if SINGLE not in self.loss_fns:
+            raise ValueError(
+                f"compile() got losses per output {sorted(self.loss_fns)} but the network returns one tensor."
+            )
+        return self.loss_fns[SINGLE](out, y), {}
+
+    def _shared_step(self, batch: Any, stage: str) -> Tensor:
+        x, y = batch
+        out = self(x)
+        loss, parts = self._compute_losses(out, y)
+        if stage == "train" and (self.l1 or self.l2):
+            loss = loss + weight_penalty(self.net, l1=self.l1, l2=self.l2)
+        batch_size = len(x)
+        self.log(f"{stage}/loss", loss, on_step=False, on_epoch=True, prog_bar=True, batch_size=batch_size)
+        for name, value in parts.items():
+            self.log(f"{stage}/{name}_loss", value, on_step=False, on_epoch=True, batch_size=batch_size)
+        for output, collection in getattr(self, f"{stage}_metrics").items():
+            if not len(collection):
+                continue
+            o, t = (out, y) if output == SINGLE else (out[output], y[output])
+            collection.update(*self.metric_inputs(o, t))
+            self.log_dict(collection, on_step=False, on_epoch=True, prog_bar=stage != "train", batch_size=batch_size)
+        return loss
+
+    def metric_inputs(self, out: Tensor, target: Tensor) -> tuple[Tensor, Tensor]:
+        """Adapt ``(output, target)`` to what the torchmetrics objects expect."""
+        return out.detach(), target
+
+    def _trainer_for(self, verbose: bool, **kwargs: Any) -> L.Trainer:
+        defaults: dict[str, Any] = {
+            "logger": False,
+            "enable_checkpointing": False,
+            "enable_model_summary": False,
+            "enable_progress_bar": verbose,
+            "num_sanity_val_steps": 0,
+        }
+        return L.Trainer(**{**defaults, **kwargs})
+
+    def _example_input(self) -> Tensor | None:
+        if self.example_input_array is not None:
+            return self.example_input_array  # type: ignore[return-value]
+        net = self.net
+        cfg = getattr(net, "cfg", None)
+        in_chans, img = getattr(net, "in_chans", None), getattr(cfg, "img_size", None)
+        if in_chans and img:
+            return torch.zeros(1, in_chans, img, img)
+        return None
+
+
+def _check_lr(factory: Any) -> None:
+    lr = getattr(factory, "keywords", {}).get("lr")
+    if isinstance(lr, (int, float)) and lr <= 0:
+        raise ValueError(f"optimizer.lr must be > 0, got {lr}.")
+
+
+def _as_loss_module(spec: LossSpec) -> nn.Module:
+    if isinstance(spec, str):
+        spec = instantiate_option("loss", spec)
+    if isinstance(spec, nn.Module):
+        return spec
+    if callable(spec):
+        return _LossFn(spec)
+    raise ValueError(f"loss must be a name, an nn.Module or a callable, got {type(spec).__name__}.")
+
+
+class _LossFn(nn.Module):
+    """Wraps a plain function ``f(pred, target)`` so it can live in a ``ModuleDict``."""
+
+    def __init__(self, fn: Callable[..., Tensor]) -> None:
+        super().__init__()
+        self.fn = fn
+
+    def forward(self, pred: Tensor, target: Tensor) -> Tensor:
+        return self.fn(pred, target)
+
+
+def _fill_from_trainer(factory: SchedulerFactory, trainer: L.Trainer) -> SchedulerFactory:
+    """Fill the schedule-length arguments a config leaves null from the trainer.
+
+    ``T_max`` (cosine) becomes ``max_epochs`` and ``total_steps`` (one-cycle) the
+    trainer's estimated optimiser steps, so a schedule spans the run by default.
+    """
+    keywords = getattr(factory, "keywords", {})
+    fills = {}
+    if "T_max" in keywords and keywords["T_max"] is None:
+        fills["T_max"] = trainer.max_epochs
+    if "total_steps" in keywords and keywords["total_steps"] is None:
+        fills["total_steps"] = int(trainer.estimated_stepping_batches)
+    return functools.partial(factory, **fills) if fills else factory
+
+
+def _split_arrays(x: Tensor, y: Any, fraction: float) -> tuple[tuple[Tensor, Any], tuple[Tensor, Any]]:
+    if not 0 < fraction < 1:
+        raise ValueError(f"validation_split must lie in (0, 1), got {fraction}.")
+    n_val = max(1, int(round(len(x) * fraction)))
+    cut = len(x) - n_val
+    ys = (lambda s: {k: v[s] for k, v in y.items()}) if isinstance(y, Mapping) else (lambda s: y[s])
+    return (x[:cut], ys(slice(None, cut))), (x[cut:], ys(slice(cut, None)))
+
+
+def _xy(data: Any, y: Any) -> tuple[Tensor, Any]:
+    if y is None:
+        if not (isinstance(data, (tuple, list)) and len(data) == 2):
+            raise ValueError("Give array data as fit(x, y) or fit((x, y)); got inputs without targets.")
+        data, y = data
+    ty = {k: as_tensor(v) for k, v in y.items()} if isinstance(y, Mapping) else as_tensor(y)
+    return as_tensor(data), ty
+
+
+def _arrays_to_datamodule(
+    data: Any, y: Any, batch_size: int, validation_data: Any, validation_split: float, seed: int
+) -> TensorDataModule:
+    train = _xy(data, y)
+    val = None
+    if validation_data is not None:
+        val = _xy(validation_data, None)
+    elif validation_split:
+        train, val = _split_arrays(*train, validation_split)
+    return TensorDataModule(train=train, val=val, batch_size=batch_size, seed=seed)
+
+
+def _as_loader(data: Any, y: Any, batch_size: int) -> Iterable[Any]:
+    if y is None and hasattr(data, "__iter__") and not isinstance(data, (tuple, list, Tensor)):
+        return data
+    x, ty = _xy(data, y)
+    return TensorBatchLoader(x, ty, batch_size)
+
