@@ -19,7 +19,7 @@ names it accepts.
 from __future__ import annotations
 
 import math
-from typing import Any, Callable, Iterator, Protocol
+from typing import Any, Callable, Iterator, Protocol, TypeVar
 
 import torch
 from torch import Tensor
@@ -480,6 +480,9 @@ class _ModuleTree(Protocol):
     def modules(self) -> Iterator[Any]: ...
 
 
+_Model = TypeVar("_Model", bound=_ModuleTree)
+
+
 def _is_dense(module: Any) -> bool:
     # Duck-typed, so dlkit's and torch's Linear/Conv classes are recognised alike.
     linear = hasattr(module, "in_features") and hasattr(module, "out_features")
@@ -491,7 +494,7 @@ def _is_norm(module: Any) -> bool:
     return "Norm" in type(module).__name__
 
 
-def init_weights(module: _ModuleTree, scheme: str = "default", **kwargs: Any) -> _ModuleTree:
+def init_weights(module: _Model, scheme: str = "default", **kwargs: Any) -> _Model:
     """Re-initialise a whole model with one scheme, in place.
 
     What is touched, and how:
