@@ -111,8 +111,13 @@ def _log_hparams(cfg: DictConfig, loggers: list[Any], metrics: dict[str, float])
     params["trainer"] = {"max_epochs": cfg.trainer.get("max_epochs"), "precision": cfg.trainer.get("precision")}
     # A separate tag namespace keeps these step-0 copies apart from the logged curves.
     final = {f"hp/{k}": v for k, v in metrics.items() if k.startswith(("val/", "test/"))}
+    from lightning.pytorch.loggers import TensorBoardLogger
+
     for logger in loggers:
-        logger.log_hyperparams(params, metrics=final) if final else logger.log_hyperparams(params)
+        if isinstance(logger, TensorBoardLogger) and final:
+            logger.log_hyperparams(params, metrics=final)
+        else:
+            logger.log_hyperparams(params)
         logger.save()
 
 

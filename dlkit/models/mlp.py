@@ -77,7 +77,7 @@ class MLP(ClassifierNet):
         for hidden in cfg.hidden_sizes:
             layers.append(nn.Linear(width, hidden))
             if cfg.norm_layer is not None:
-                layers.append(get_norm_layer(cfg.norm_layer, hidden))
+                layers.append(get_norm_layer(_vector_norm(cfg.norm_layer), hidden))
             layers.append(get_activation(cfg.act_layer))
             if cfg.drop_rate > 0:
                 layers.append(Dropout(cfg.drop_rate))
@@ -101,6 +101,13 @@ class MLP(ClassifierNet):
 
     def forward_head(self, x: Tensor, pre_logits: bool = False) -> Tensor:
         return x if pre_logits else self.head(x)
+
+
+def _vector_norm(spec: Any) -> Any:
+    # The generic names mean BatchNorm2d for CNNs; an MLP normalises (B, C) vectors.
+    if isinstance(spec, str) and spec.lower().replace("_", "") in ("batchnorm", "bn"):
+        return "batchnorm1d"
+    return spec
 
 
 @register_model

@@ -327,6 +327,11 @@ class Task(L.LightningModule):
         for tracker in self.best_trackers.values():
             tracker.reset()
 
+    def on_train_epoch_end(self) -> None:
+        # Logged from the task (not LearningRateMonitor) so runs without a logger work too.
+        if self.trainer.optimizers:
+            self.log("train/lr", self.trainer.optimizers[0].param_groups[0]["lr"], on_step=False, on_epoch=True)
+
     def on_validation_epoch_end(self) -> None:
         if self.trainer.sanity_checking:
             return

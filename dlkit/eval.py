@@ -1,0 +1,85 @@
+"""``dlkit-eval``: test a checkpoint on the test (or val) split.
+
+The checkpoint carries the composed config of the run that wrote it, so the
+network, task and data are rebuilt from the file alone::
+
+    dlkit-eval ckpt_path=logs/lenet_digits/runs/<timestamp>            # its best checkpoint
+    dlkit-eval ckpt_path=.../checkpoints/last.ckpt split=val
+    dlkit-eval ckpt_path=... data=digits data.batch_size=256           # other data
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Any
+
+import hydra
+from omegaconf import DictConfig, OmegaConf
+
+from dlkit.utils import ConfigError, instantiate_dict, instantiate_node, resolve_ckpt_path, write_metrics_json
+
+__all__ = ["evaluate", "main"]
+
+
+def evaluate(cfg: DictConfig) -> dict[str, float]:
+    """Rebuild the run stored in ``cfg.ckpt_path`` and test it.
+
+    Args:
+        cfg: A composed ``eval.yaml`` config.
+
+    Returns:
+        The metrics (``test/acc``...), also written to ``<output_dir>/metrics.json``.
+
+    Raises:
+        dlkit.utils.ConfigError: Missing checkpoint, a checkpoint without a stored
+            config, or a bad ``split``.
+    """
+    if cfg.split not in ("test", "val"):
+        raise ConfigError(f"split must be 'test' or 'val', got {cfg.split!r}.")
+    ckpt_path = resolve_ckpt_path(cfg.ckpt_path, prefer="best")
+    started = time.perf_counter()
+
+    import lightning as L
+    import torch
+
+    checkpoint = torch.load(ckpt_path, map_location="cpu", weights_only=True)
+    if "dlkit_config" not in checkpoint:
+        raise ConfigError(
+            f"{ckpt_path} holds no dlkit run config (it was not written by dlkit-train); "
+            "rebuild the task in Python and use Classifier.evaluate instead."
+        )
+    run = OmegaConf.create(checkpoint["dlkit_config"])
+    L.seed_everything(run.get("seed", cfg.seed), workers=True)
+    datamodule = instantiate_node(cfg.data if cfg.get("data") else run.data, "data")
+    net = instantiate_node(run.model, "model")
+    loss = instantiate_node(run.loss, "loss") if run.get("loss") else None
+    task = instantiate_node(run.task, "task", net=net, loss=loss)
+    task.load_state_dict(checkpoint["state_dict"])  # strict: a mismatch is an error, not a warning
+
+    loggers = instantiate_dict(cfg.get("logger"), "logger")
+    trainer: L.Trainer = instantiate_node(cfg.trainer, "trainer", logger=loggers or False, callbacks=[])
+    run_split = trainer.test if cfg.split == "test" else trainer.validate
+    results: dict[str, Any] = run_split(task, datamodule=datamodule)[0]
+    metrics = {k: float(v) for k, v in results.items()}
+    write_metrics_json(
+        Path(cfg.paths.output_dir) / "metrics.json",
+        metrics,
+        ckpt_path=ckpt_path,
+        wall_time_s=round(time.perf_counter() - started, 3),
+    )
+    return metrics
+
+
+@hydra.main(version_base="1.3", config_path="conf", config_name="eval")
+def _hydra_main(cfg: DictConfig) -> None:
+    evaluate(cfg)
+
+
+def main() -> None:
+    """Console entry point ``dlkit-eval``."""
+    _hydra_main()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,61 @@
+"""Shared fixtures: Hydra configs composed in-process, pointed at a temporary run folder."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+import torch
+from hydra import compose, initialize_config_module
+from hydra.core.global_hydra import GlobalHydra
+from hydra.core.hydra_config import HydraConfig
+from omegaconf import DictConfig, open_dict
+
+# Two cores: more intra-op threads than cores only adds contention in tiny test models.
+torch.set_num_threads(min(2, os.cpu_count() or 1))
+
+
+def _compose(config_name: str, overrides: list[str], output_dir: Path) -> DictConfig:
+    GlobalHydra.instance().clear()
+    with initialize_config_module(config_module="dlkit.conf", version_base="1.3"):
+        cfg = compose(config_name=config_name, overrides=overrides, return_hydra_config=True)
+    # ${hydra:runtime.output_dir} needs a HydraConfig, as @hydra.main would set it.
+    with open_dict(cfg):
+        cfg.hydra.runtime.output_dir = str(output_dir)
+        cfg.hydra.job.num = 0
+    HydraConfig.instance().set_config(cfg)
+    with open_dict(cfg):
+        cfg.paths.output_dir = str(output_dir)
+        cfg.paths.log_dir = str(output_dir / "logs")
+    return cfg
+
+
+ComposeFn = Callable[..., DictConfig]
+
+
+@pytest.fixture
+def compose_train(tmp_path: Path) -> ComposeFn:
+    """``compose_train(*overrides, output_dir=None)`` -> a train.yaml config writing to tmp_path."""
+
+    def make(*overrides: str, output_dir: Path | None = None) -> DictConfig:
+        return _compose("train", list(overrides), output_dir or tmp_path / "run")
+
+    yield make
+    GlobalHydra.instance().clear()
+
+
+@pytest.fixture
+def compose_eval(tmp_path: Path) -> ComposeFn:
+    """``compose_eval(*overrides)`` -> an eval.yaml config writing to tmp_path/eval."""
+
+    def make(*overrides: str, output_dir: Path | None = None) -> DictConfig:
+        return _compose("eval", list(overrides), output_dir or tmp_path / "eval")
+
+    yield make
+    GlobalHydra.instance().clear()
+
+
+# Quiet and quick: no progress bars or model tables in test output.
+FAST = ["~callbacks.rich_progress_bar", "~callbacks.model_summary"]
