@@ -3,6 +3,7 @@
 from dlkit.data.diabetes import DiabetesDataModule
 from dlkit.data.digits import DigitsDataModule
 from dlkit.data.idx import FashionMNISTDataModule, IDXDataModule, MNISTDataModule, read_idx
+from dlkit.data.image_folder import ImageFolderDataModule
 from dlkit.data.tensor import TensorBatchLoader, TensorDataModule, stratified_split
 from dlkit.data.transforms import ImageDataModule
 
@@ -12,6 +13,7 @@ __all__ = [
     "FashionMNISTDataModule",
     "IDXDataModule",
     "ImageDataModule",
+    "ImageFolderDataModule",
     "MNISTDataModule",
     "TensorBatchLoader",
     "TensorDataModule",
