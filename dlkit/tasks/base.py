@@ -12,8 +12,10 @@ returns.
 
 from __future__ import annotations
 
+import contextlib
 import functools
-from collections.abc import Callable, Iterable, Mapping, Sequence
+import logging
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from typing import Any, Literal, Union
 
 import lightning as L
@@ -164,7 +166,7 @@ class Task(L.LightningModule):
                 f"{sorted(self.loss_fns)}."
             )
         if metrics is None:
-            metrics = self.default_metrics if SINGLE in self.loss_fns else {}
+            metrics = {SINGLE: self.default_metrics} if self.can_build_default_metrics() else {}
         per_output = metrics if isinstance(metrics, Mapping) else {SINGLE: list(metrics)}
         self._build_metrics(per_output)
         return self
@@ -210,14 +212,15 @@ class Task(L.LightningModule):
         if epochs <= 0:
             raise ValueError(f"epochs (trainer.max_epochs) must be > 0, got {epochs}.")
         history = History()
-        trainer = self._trainer_for(verbose, max_epochs=epochs, callbacks=[*callbacks, history], **trainer_kwargs)
-        if isinstance(data, L.LightningDataModule):
-            trainer.fit(self, datamodule=data)
-        elif hasattr(data, "__iter__") and not isinstance(data, (tuple, list, Tensor)) and y is None:
-            trainer.fit(self, train_dataloaders=data, val_dataloaders=validation_data)
-        else:
-            dm = _arrays_to_datamodule(data, y, batch_size, validation_data, validation_split, shuffle_seed)
-            trainer.fit(self, datamodule=dm)
+        with _lightning_info(verbose):
+            trainer = self._trainer_for(verbose, max_epochs=epochs, callbacks=[*callbacks, history], **trainer_kwargs)
+            if isinstance(data, L.LightningDataModule):
+                trainer.fit(self, datamodule=data)
+            elif _is_loader(data):
+                trainer.fit(self, train_dataloaders=data, val_dataloaders=validation_data)
+            else:
+                dm = _arrays_to_datamodule(data, y, batch_size, validation_data, validation_split, shuffle_seed)
+                trainer.fit(self, datamodule=dm)
         return history
 
     def evaluate(
@@ -240,11 +243,12 @@ class Task(L.LightningModule):
         Example:
             >>> clf.evaluate(DigitsDataModule(resize=32))["acc"]
         """
-        trainer = self._trainer_for(verbose, **trainer_kwargs)
-        if isinstance(data, L.LightningDataModule):
-            results = trainer.test(self, datamodule=data, verbose=verbose)
-        else:
-            results = trainer.test(self, dataloaders=_as_loader(data, y, batch_size), verbose=verbose)
+        with _lightning_info(verbose):
+            trainer = self._trainer_for(verbose, **trainer_kwargs)
+            if isinstance(data, L.LightningDataModule):
+                results = trainer.test(self, datamodule=data, verbose=verbose)
+            else:
+                results = trainer.test(self, dataloaders=_as_loader(data, y, batch_size), verbose=verbose)
         return {k.removeprefix("test/"): float(v) for k, v in results[0].items()}
 
     @torch.no_grad()
@@ -265,7 +269,7 @@ class Task(L.LightningModule):
         if isinstance(data, L.LightningDataModule):
             data.setup("predict")
             loader: Iterable[Any] = data.predict_dataloader()
-        elif isinstance(data, (Tensor,)) or hasattr(data, "__array__"):
+        elif not _is_loader(data):
             loader = TensorBatchLoader(as_tensor(data), None, batch_size)
         else:
             loader = data
@@ -327,8 +331,9 @@ class Task(L.LightningModule):
         for tracker in self.best_trackers.values():
             tracker.reset()
 
-    def on_train_epoch_end(self) -> None:
-        # Logged from the task (not LearningRateMonitor) so runs without a logger work too.
+    def on_train_epoch_start(self) -> None:
+        # The rate used during this epoch; logged from the task (not LearningRateMonitor)
+        # so runs without a logger record it too.
         if self.trainer.optimizers:
             self.log("train/lr", self.trainer.optimizers[0].param_groups[0]["lr"], on_step=False, on_epoch=True)
 
@@ -348,7 +353,7 @@ class Task(L.LightningModule):
         optimizer = self.optimizer_factory(params=params)
         if self.scheduler_factory is None:
             return optimizer
-        scheduler = _fill_from_trainer(self.scheduler_factory, self.trainer)(optimizer=optimizer)
+        scheduler = _fill_schedule_defaults(self.scheduler_factory, self)(optimizer=optimizer)
         return {
             "optimizer": optimizer,
             "lr_scheduler": {"scheduler": scheduler, "interval": self.scheduler_interval, "monitor": self.monitor},
@@ -383,6 +388,10 @@ class Task(L.LightningModule):
                 for out, c in collections.items()
             }
             setattr(self, f"{stage}_metrics", nn.ModuleDict(per_stage))
+
+    def can_build_default_metrics(self) -> bool:
+        """Whether ``default_metrics`` apply (one output whose metrics need nothing unknown)."""
+        return SINGLE in self.loss_fns
 
     def build_metric(self, output: str, name: str) -> tuple[str, Any]:
         """Build metric ``name`` for ``output`` (subclasses decide the kind)."""
@@ -453,6 +462,28 @@ class Task(L.LightningModule):
         return None
 
 
+@contextlib.contextmanager
+def _lightning_info(verbose: bool) -> Iterator[None]:
+    """Hide Lightning's start-up notes (accelerator, tips) when ``verbose=False``, as Keras is quiet."""
+    logger = logging.getLogger("lightning.pytorch")
+    level = logger.level
+    if not verbose:
+        logger.setLevel(logging.WARNING)
+    try:
+        yield
+    finally:
+        logger.setLevel(level)
+
+
+def _is_loader(data: Any) -> bool:
+    """A DataLoader-like iterable of batches (not an array, a tuple of arrays or a DataModule)."""
+    return (
+        hasattr(data, "__iter__")
+        and not hasattr(data, "__array__")  # tensors and NumPy arrays
+        and not isinstance(data, (tuple, list, Mapping, L.LightningDataModule))
+    )
+
+
 def _check_lr(factory: Any) -> None:
     lr = getattr(factory, "keywords", {}).get("lr")
     if isinstance(lr, (int, float)) and lr <= 0:
@@ -480,18 +511,24 @@ class _LossFn(nn.Module):
         return self.fn(pred, target)
 
 
-def _fill_from_trainer(factory: SchedulerFactory, trainer: L.Trainer) -> SchedulerFactory:
-    """Fill the schedule-length arguments a config leaves null from the trainer.
+def _fill_schedule_defaults(factory: SchedulerFactory, task: Task) -> SchedulerFactory:
+    """Fill the scheduler arguments a config leaves null from the run.
 
-    ``T_max`` (cosine) becomes ``max_epochs`` and ``total_steps`` (one-cycle) the
-    trainer's estimated optimiser steps, so a schedule spans the run by default.
+    ``T_max`` (cosine) becomes ``max_epochs`` (or the estimated optimiser steps when
+    stepping per step), ``total_steps`` (one-cycle) the estimated optimiser steps, and
+    ``mode`` (plateau) the task's ``monitor_mode``, so a schedule spans the run and
+    follows the monitored metric the right way up by default.
     """
     keywords = getattr(factory, "keywords", {})
-    fills = {}
+    trainer = task.trainer
+    per_step = task.scheduler_interval == "step"
+    fills: dict[str, Any] = {}
     if "T_max" in keywords and keywords["T_max"] is None:
-        fills["T_max"] = trainer.max_epochs
+        fills["T_max"] = int(trainer.estimated_stepping_batches) if per_step else trainer.max_epochs
     if "total_steps" in keywords and keywords["total_steps"] is None:
         fills["total_steps"] = int(trainer.estimated_stepping_batches)
+    if "mode" in keywords and keywords["mode"] is None:
+        fills["mode"] = task.monitor_mode
     return functools.partial(factory, **fills) if fills else factory
 
 
@@ -526,7 +563,7 @@ def _arrays_to_datamodule(
 
 
 def _as_loader(data: Any, y: Any, batch_size: int) -> Iterable[Any]:
-    if y is None and hasattr(data, "__iter__") and not isinstance(data, (tuple, list, Tensor)):
+    if _is_loader(data):
         return data
     x, ty = _xy(data, y)
     return TensorBatchLoader(x, ty, batch_size)

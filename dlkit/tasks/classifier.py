@@ -66,6 +66,11 @@ class Classifier(Task):
         n = self.num_classes_of(output)
         return n == 1 or (n is None and isinstance(self.loss_fns[output], BCELoss))
 
+    def can_build_default_metrics(self) -> bool:
+        # Without a known class count (e.g. a custom net with no num_classes attribute)
+        # accuracy cannot be built; explicit metrics=[...] then says what is missing.
+        return super().can_build_default_metrics() and self.num_classes_of(SINGLE) is not None
+
     def build_metric(self, output: str, name: str) -> tuple[str, Any]:
         kind = "binary" if self._is_binary(output) else "multiclass"
         return build_metric(name, kind, self.num_classes_of(output))

@@ -80,10 +80,13 @@ def summarize(net: nn.Module, example_input: Any = None, title: str | None = Non
     ]
     shapes: dict[str, str] = {}
     if example_input is not None:
-        hooks = [
-            m.register_forward_hook(lambda _m, _i, out, name=name: shapes.setdefault(name, _shape_of(out)))
-            for name, m in layers
-        ]
+        def recorder(name: str) -> Any:
+            def hook(_module: nn.Module, _inputs: Any, out: Any) -> None:  # None keeps the output
+                shapes.setdefault(name, _shape_of(out))
+
+            return hook
+
+        hooks = [m.register_forward_hook(recorder(name)) for name, m in layers]
         was_training = net.training
         try:
             net.eval()
