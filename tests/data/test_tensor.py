@@ -1,0 +1,57 @@
+"""The slicing batch loader and the in-memory DataModule."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from dlkit.data import TensorBatchLoader, TensorDataModule, stratified_split
+
+
+def test_loader_covers_every_sample_once_per_epoch() -> None:
+    x, y = torch.arange(100).float().unsqueeze(1), torch.arange(100)
+    loader = TensorBatchLoader(x, y, batch_size=32, shuffle=True, seed=3)
+    assert len(loader) == 4
+    epoch1 = torch.cat([b[1] for b in loader])
+    epoch2 = torch.cat([b[1] for b in loader])
+    assert sorted(epoch1.tolist()) == list(range(100)) and not torch.equal(epoch1, epoch2)
+    again = TensorBatchLoader(x, y, batch_size=32, shuffle=True, seed=3)
+    assert torch.equal(torch.cat([b[1] for b in again]), epoch1)  # same seed, same order
+    for xb, yb in loader:
+        assert torch.equal(xb.squeeze(1).long(), yb)  # inputs stay paired with targets
+
+
+def test_loader_drop_last_dict_targets_and_predict_mode() -> None:
+    x = torch.randn(10, 3)
+    loader = TensorBatchLoader(x, {"a": torch.arange(10), "b": torch.zeros(10)}, batch_size=4, drop_last=True)
+    batches = list(loader)
+    assert len(loader) == len(batches) == 2 and set(batches[0][1]) == {"a", "b"}
+    assert [b.shape[0] for b in TensorBatchLoader(x, None, batch_size=4)] == [4, 4, 2]
+
+
+def test_loader_bad_input() -> None:
+    with pytest.raises(ValueError, match="batch_size must be a positive integer, got 0"):
+        TensorBatchLoader(torch.zeros(3), torch.zeros(3), batch_size=0)
+    with pytest.raises(ValueError, match="x has 3 samples but y has 4"):
+        TensorBatchLoader(torch.zeros(3), torch.zeros(4))
+
+
+def test_stratified_split_keeps_class_proportions() -> None:
+    labels = np.repeat(np.arange(4), [100, 50, 30, 20])
+    train, val, test = stratified_split(labels, (0.6, 0.2, 0.2), seed=0)
+    assert len(np.intersect1d(train, val)) == 0 and len(train) + len(val) + len(test) == 200
+    for part, frac in ((train, 0.6), (val, 0.2), (test, 0.2)):
+        counts = np.bincount(labels[part], minlength=4)
+        np.testing.assert_allclose(counts, frac * np.array([100, 50, 30, 20]), atol=1)
+    same = stratified_split(labels, (0.6, 0.2, 0.2), seed=0)
+    assert all(np.array_equal(a, b) for a, b in zip((train, val, test), same))
+    with pytest.raises(ValueError, match="sum to 1"):
+        stratified_split(labels, (0.6, 0.6), seed=0)
+
+
+def test_datamodule_without_val_split() -> None:
+    dm = TensorDataModule(train=(torch.randn(8, 2), torch.zeros(8)), batch_size=4)
+    assert len(dm.train_dataloader()) == 2 and dm.val_dataloader() == []
+    with pytest.raises(ValueError, match="has no 'test' split"):
+        dm.test_dataloader()
