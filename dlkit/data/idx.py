@@ -124,8 +124,8 @@ def read_idx(path: str | os.PathLike[str], ndim: int | None = None) -> np.ndarra
             f"{path} is {what}: the header announces shape {shape} ({expected} data bytes), "
             f"the file has {got}."
         )
-    # bytearray makes the array writable, so torch.from_numpy shares it without a warning.
-    data = np.frombuffer(bytearray(raw[header:]), dtype=dtype).reshape(shape)
+    # One copy into a bytearray makes the array writable, so torch.from_numpy shares it quietly.
+    data = np.frombuffer(bytearray(memoryview(raw)[header:]), dtype=dtype).reshape(shape)
     return data if dtype.isnative else data.astype(dtype.newbyteorder("="))
 
 
@@ -155,7 +155,7 @@ class IDXSpec:
         test_labels: Defaults to ``"t10k-labels-idx1-ubyte.gz"``.
 
     Example:
-        >>> KMNIST = IDXSpec("Kuzushiji-MNIST", "kmnist", tuple("oki su tsu na ha ma ya re wo".split()),
+        >>> KMNIST = IDXSpec("Kuzushiji-MNIST", "kmnist", tuple("o ki su tsu na ha ma ya re wo".split()),
         ...                  mean=0.19, std=0.35, mirrors=("https://example.org/kmnist/",))
     """
 
@@ -236,7 +236,9 @@ def _cache_dir(spec: IDXSpec) -> Path:
     return Path(base) / "dlkit" / spec.folder
 
 
-def search_dirs(spec: IDXSpec, data_dir: str | os.PathLike[str] | None = None) -> list[tuple[str, Path | None]]:
+def search_dirs(
+    spec: IDXSpec, data_dir: str | os.PathLike[str] | None = None
+) -> list[tuple[str, Path | None]]:
     """The folders searched for a data set's files, in order, each with a label.
 
     Order: ``data_dir`` (the config value), ``$DLKIT_DATA_DIR/<folder>``,
@@ -380,9 +382,11 @@ def download_idx_files(spec: IDXSpec, folder: str | os.PathLike[str], timeout: f
             except OSError as err:  # URLError, HTTPError, timeouts and DownloadError are all OSErrors
                 errors.append(f"  {url}: {err}")
         else:
+            tried = "\n".join(errors or ["  no mirrors"])
+            apt = spec.apt_package
+            offline = f"\nWithout a network: `apt-get install {apt}`." if apt else ""
             raise DownloadError(
-                f"Could not download {spec.name} file {name} into {folder}:\n" + "\n".join(errors or ["  no mirrors"])
-                + (f"\nWithout a network: `apt-get install {spec.apt_package}`." if spec.apt_package else "")
+                f"Could not download {spec.name} file {name} into {folder}:\n{tried}{offline}"
             )
     return folder
 
@@ -392,7 +396,7 @@ class IDXDataModule(ImageDataModule):
 
     The validation split is a stratified sample of ``val_size`` training images (a
     pure function of ``seed``); the test split is the official test file. Images stay
-    uint8 ``(N, 1, H, W)`` in memory; batches are converted, augmented, resized and
+    uint8 ``(N, 1, H, W)`` in memory; batches are augmented, converted, resized and
     normalised on the device (see :class:`~dlkit.data.transforms.ImageDataModule`).
     Subclasses set ``spec``; :class:`FashionMNISTDataModule` and
     :class:`MNISTDataModule` are the two built in.
@@ -455,6 +459,8 @@ class IDXDataModule(ImageDataModule):
         spec: IDXSpec | None = None,
     ) -> None:
         spec = spec or type(self).spec
+        if random_crop_padding is None:
+            random_crop_padding = spec.random_crop_padding if spec else 0
         if spec is None:
             raise ValueError(f"{type(self).__name__} needs an IDXSpec (pass spec= or subclass with one).")
         if val_size is None or val_size < 0:
@@ -463,7 +469,7 @@ class IDXDataModule(ImageDataModule):
             batch_size=batch_size,
             seed=seed,
             augment=augment,
-            random_crop_padding=spec.random_crop_padding if random_crop_padding is None else random_crop_padding,
+            random_crop_padding=random_crop_padding,
             hflip=spec.hflip if hflip is None else hflip,
             resize=resize,
             normalize=normalize,
@@ -509,7 +515,12 @@ class IDXDataModule(ImageDataModule):
             if labels.size and (labels.min() < 0 or labels.max() >= self.num_classes):
                 raise IDXFormatError(
                     f"{files[f'{split}_labels']}: labels must lie in 0..{self.num_classes - 1} "
-                    f"({self.spec.name} has {self.num_classes} classes), found {labels.min()}..{labels.max()}."
+                    f"({self.spec.name} has {self.num_classes} classes), "
+                    f"found {labels.min()}..{labels.max()}."
+                )
+            if images.dtype != np.uint8:
+                raise IDXFormatError(
+                    f"{files[f'{split}_images']}: expected uint8 pixels, got {images.dtype}."
                 )
         if arrays["train_images"].shape[1:] != arrays["test_images"].shape[1:]:
             raise IDXFormatError(
@@ -523,7 +534,7 @@ class IDXDataModule(ImageDataModule):
             return
         started = time.perf_counter()
         arrays = self._read(self.locate())
-        x_train = torch.from_numpy(arrays["train_images"].astype(np.uint8, copy=False)).unsqueeze(1)  # (N, 1, H, W)
+        x_train = torch.from_numpy(arrays["train_images"]).unsqueeze(1)  # (N, 1, H, W)
         y_train = torch.from_numpy(arrays["train_labels"].astype(np.int64))
         N = len(x_train)
         if self.val_size >= N:
@@ -536,7 +547,7 @@ class IDXDataModule(ImageDataModule):
                 self.splits[name] = (x_train[t], y_train[t])
         else:
             self.splits["train"] = (x_train, y_train)
-        x_test = torch.from_numpy(arrays["test_images"].astype(np.uint8, copy=False)).unsqueeze(1)  # (N, 1, H, W)
+        x_test = torch.from_numpy(arrays["test_images"]).unsqueeze(1)  # (N, 1, H, W)
         self.splits["test"] = (x_test, torch.from_numpy(arrays["test_labels"].astype(np.int64)))
         H, W = x_train.shape[-2:]
         self._set_stats([self.spec.mean], [self.spec.std], (H, W))

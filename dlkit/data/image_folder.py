@@ -32,7 +32,8 @@ _MODES = {1: "L", 3: "RGB"}
 
 def _class_dirs(root: Path) -> list[Path]:
     # Hidden folders (.ipynb_checkpoints, .git) are never classes.
-    return sorted((p for p in root.iterdir() if p.is_dir() and not p.name.startswith(".")), key=lambda p: p.name)
+    dirs = [p for p in root.iterdir() if p.is_dir() and not p.name.startswith(".")]
+    return sorted(dirs, key=lambda p: p.name)
 
 
 def _images_in(folder: Path) -> list[Path]:
@@ -222,7 +223,9 @@ class ImageFolderDataModule(ImageDataModule):
         try:
             self.image_size = _pair(image_size, "data.image_size")
         except (TypeError, ValueError) as err:
-            raise ValueError(f"data.image_size must be a positive side length or [height, width]: {err}") from None
+            raise ValueError(
+                f"data.image_size must be a positive side length or [height, width]: {err}"
+            ) from None
         # Checked when the images are first needed, so a config without a root still builds.
         self.root = Path(root).expanduser() if root else None
         self.in_chans = in_chans
@@ -279,7 +282,8 @@ class ImageFolderDataModule(ImageDataModule):
             return
         started = time.perf_counter()
         for split, (paths, labels) in self._listing().items():
-            self.splits[split] = (load_images(paths, self.image_size, self.in_chans), torch.from_numpy(labels))
+            images = load_images(paths, self.image_size, self.in_chans)
+            self.splits[split] = (images, torch.from_numpy(labels))
             self.files[split] = paths
         mean, std = self._mean_arg, self._std_arg
         if mean is None or std is None:

@@ -199,7 +199,8 @@ def test_search_order(isolated, monkeypatch):
     monkeypatch.delenv("DLKIT_DATA_DIR")
     assert find_idx_files(FASHION_MNIST)["train_images"].parent == system / "fashion-mnist"
     # A configured folder without the files falls through to the next place.
-    assert find_idx_files(FASHION_MNIST, isolated / "nothing")["test_labels"].parent == system / "fashion-mnist"
+    fallback = find_idx_files(FASHION_MNIST, isolated / "nothing")
+    assert fallback["test_labels"].parent == system / "fashion-mnist"
     for f in (system / "fashion-mnist").iterdir():
         f.unlink()
     assert find_idx_files(FASHION_MNIST)["train_images"].parent == cache / "dlkit" / "fashion-mnist"
@@ -238,10 +239,14 @@ def test_missing_files_error_lists_every_place_and_the_remedies(isolated, monkey
 def test_inconsistent_files_are_reported(isolated):
     folder = make_idx_folder(isolated / "d")
     write_idx(folder / NAMES[1], np.zeros(199, np.uint8))
-    with pytest.raises(IDXFormatError, match="200 images but .* 199 labels"):
+    with pytest.raises(IDXFormatError, match=r"200 images but .* 199 labels"):
         FashionMNISTDataModule(data_dir=str(folder)).setup("fit")
     write_idx(folder / NAMES[1], np.full(200, 12, np.uint8))
     with pytest.raises(IDXFormatError, match=r"labels must lie in 0..9"):
+        FashionMNISTDataModule(data_dir=str(folder)).setup("fit")
+    write_idx(folder / NAMES[1], np.zeros(200, np.uint8))
+    write_idx(folder / NAMES[0], np.zeros((200, 28, 28), np.float32))
+    with pytest.raises(IDXFormatError, match="expected uint8 pixels"):
         FashionMNISTDataModule(data_dir=str(folder)).setup("fit")
     (folder / NAMES[2]).write_bytes(b"\x00\x00\x08")
     with pytest.raises(IDXFormatError, match="t10k-images"):
@@ -269,7 +274,7 @@ def test_synthetic_datamodule_split_is_stratified_and_seeded(isolated):
     dm = MNISTDataModule(data_dir=str(folder), val_size=0)
     dm.setup("fit")
     assert "val" not in dm.splits and dm.val_dataloader() == []
-    with pytest.raises(ValueError, match="data.val_size"):
+    with pytest.raises(ValueError, match=r"data\.val_size"):
         MNISTDataModule(data_dir=str(folder), val_size=400).setup("fit")
 
 
@@ -293,6 +298,20 @@ def test_example_input_and_predict_batches_are_model_ready(isolated):
     dm.trainer = SimpleNamespace(training=False, predicting=True)
     assert dm.on_after_batch_transfer((x, y), 0)[0] is x
     dm.trainer = None
+
+
+def test_augmentation_state_survives_a_checkpoint(isolated):
+    folder = make_idx_folder(isolated / "d")
+    dm = FashionMNISTDataModule(data_dir=str(folder), val_size=20, batch_size=32)
+    dm.setup("fit")
+    x = dm.splits["train"][0][:32]
+    dm.train_transforms(x)  # advance the generator a little
+    state = dm.state_dict()
+    expected = dm.train_transforms(x)
+    resumed = FashionMNISTDataModule(data_dir=str(folder), val_size=20, batch_size=32)
+    resumed.setup("fit")
+    resumed.load_state_dict(state)
+    assert torch.equal(resumed.train_transforms(x), expected)
 
 
 # --- download ---------------------------------------------------------------------------

@@ -141,16 +141,16 @@ def test_bad_folders_and_files_give_clear_errors(tmp_path):
     root = make_tree(tmp_path / "images", per_class=3)
     (root / "zebra").mkdir()
     (root / "zebra" / "readme.md").write_text("no images here")
-    with pytest.raises(ValueError, match="without images.*zebra"):
+    with pytest.raises(ValueError, match=r"without images.*zebra"):
         ImageFolderDataModule(str(root)).setup("fit")
     (root / "zebra" / "broken.png").write_bytes(b"\x89PNG but not really")
     with pytest.raises(OSError, match=r"Cannot read image .*broken\.png"):
         ImageFolderDataModule(str(root), val_fraction=0.0, test_fraction=0.0).setup("fit")
-    with pytest.raises(ValueError, match="data.root is not set"):
+    with pytest.raises(ValueError, match=r"data\.root is not set"):
         ImageFolderDataModule(None).setup("fit")
-    with pytest.raises(ValueError, match="data.in_chans"):
+    with pytest.raises(ValueError, match=r"data\.in_chans"):
         ImageFolderDataModule(str(root), in_chans=2)
-    with pytest.raises(ValueError, match="data.val_fraction"):
+    with pytest.raises(ValueError, match=r"data\.val_fraction"):
         ImageFolderDataModule(str(root), val_fraction=0.6, test_fraction=0.5)
 
 

@@ -80,8 +80,8 @@ def test_random_crop_equals_per_sample_slices_of_the_padded_image():
     lefts = torch.randint(0, 10 + 6 - 6 + 1, (32,), generator=g)
     padded = F.pad(x, (3, 3, 3, 3))
     for b in range(32):
-        t, l = int(tops[b]), int(lefts[b])
-        assert torch.equal(out[b], padded[b, :, t : t + 8, l : l + 6])
+        top, left = int(tops[b]), int(lefts[b])
+        assert torch.equal(out[b], padded[b, :, top : top + 8, left : left + 6])
 
 
 def test_random_crop_offsets_differ_across_samples():
@@ -136,7 +136,7 @@ def test_pipelines_are_deterministic_given_a_seeded_generator():
 def test_build_transforms_train_and_eval():
     train = _train_pipeline(0)
     assert [type(t).__name__ for t in train.transforms] == [
-        "ToFloat", "RandomCrop", "RandomHorizontalFlip", "Resize", "Normalize"
+        "RandomCrop", "RandomHorizontalFlip", "ToFloat", "Resize", "Normalize"
     ]
     evaluation = build_transforms(train=False, augment=True, random_crop_padding=4, hflip=True, resize=32)
     assert [type(t).__name__ for t in evaluation.transforms] == ["ToFloat", "Resize", "Normalize"]
