@@ -459,8 +459,6 @@ class IDXDataModule(ImageDataModule):
         spec: IDXSpec | None = None,
     ) -> None:
         spec = spec or type(self).spec
-        if random_crop_padding is None:
-            random_crop_padding = spec.random_crop_padding if spec else 0
         if spec is None:
             raise ValueError(f"{type(self).__name__} needs an IDXSpec (pass spec= or subclass with one).")
         if val_size is None or val_size < 0:
@@ -469,7 +467,8 @@ class IDXDataModule(ImageDataModule):
             batch_size=batch_size,
             seed=seed,
             augment=augment,
-            random_crop_padding=random_crop_padding,
+            random_crop_padding=spec.random_crop_padding if random_crop_padding is None
+            else random_crop_padding,
             hflip=spec.hflip if hflip is None else hflip,
             resize=resize,
             normalize=normalize,

@@ -421,6 +421,17 @@ class ImageDataModule(TensorDataModule):
             the options above. Defaults to None.
         eval_transforms: A batch callable replacing the evaluation pipeline.
             Defaults to None.
+
+    Example:
+        >>> class Noise(ImageDataModule):
+        ...     num_classes, in_chans = 2, 1
+        ...     def setup(self, stage=None):
+        ...         if not self.splits:
+        ...             x = torch.randint(0, 256, (64, 1, 8, 8), dtype=torch.uint8)
+        ...             self.splits["train"] = (x, torch.randint(0, 2, (64,)))
+        ...             self._set_stats(*channel_stats(x), image_size=(8, 8))
+        >>> Noise(batch_size=16).example_input().dtype
+        torch.float32
     """
 
     num_classes: int
@@ -464,6 +475,7 @@ class ImageDataModule(TensorDataModule):
         """Record the pixel statistics and stored size, and build the two pipelines."""
         self.mean, self.std = tuple(float(m) for m in mean), tuple(float(s) for s in std)
         self.image_size = image_size
+
         def build(train: bool) -> Compose:
             return build_transforms(
                 train=train, augment=self.augment, random_crop_padding=self.random_crop_padding,
@@ -481,7 +493,7 @@ class ImageDataModule(TensorDataModule):
         return (self.in_chans, h, w)
 
     def on_after_batch_transfer(self, batch: Any, dataloader_idx: int) -> Any:
-        """Convert and augment a batch on its device (Lightning calls this after the transfer).
+        """Augment and convert a batch on its device (Lightning calls this after the transfer).
 
         Args:
             batch: ``(x, y)`` with ``x`` uint8 ``(B, C, H, W)``, or ``x`` alone.
