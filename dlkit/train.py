@@ -64,7 +64,7 @@ def train(cfg: DictConfig) -> tuple[dict[str, float], dict[str, Any]]:
     loss = instantiate_node(cfg.loss, "loss") if cfg.get("loss") else None
     task = instantiate_node(cfg.task, "task", net=net, optimizer=optimizer, scheduler=scheduler, loss=loss)
     # Stored in every checkpoint, so dlkit-eval can rebuild the run from the file alone.
-    task.run_config = OmegaConf.to_container(cfg, resolve=True)
+    task.run_config = _resolved(cfg)
     if hasattr(datamodule, "example_input"):
         task.example_input_array = datamodule.example_input()
 
@@ -96,6 +96,14 @@ def train(cfg: DictConfig) -> tuple[dict[str, float], dict[str, Any]]:
     return metrics, {"datamodule": datamodule, "task": task, "trainer": trainer}
 
 
+def _resolved(cfg: DictConfig) -> dict[str, Any]:
+    """The run's config as plain, resolved containers, without Hydra's own ``hydra`` node."""
+    run_keys = [k for k in cfg if k != "hydra"]
+    container = OmegaConf.to_container(OmegaConf.masked_copy(cfg, run_keys), resolve=True)
+    assert isinstance(container, dict)
+    return container  # type: ignore[return-value]
+
+
 def _numbers(metrics: Any) -> dict[str, float]:
     return {k: float(v) for k, v in metrics.items() if getattr(v, "numel", lambda: 1)() == 1}
 
@@ -104,8 +112,7 @@ def _log_hparams(cfg: DictConfig, loggers: list[Any], metrics: dict[str, float])
     """Give TensorBoard's HPARAMS tab this run's choices and its final metrics."""
     if not loggers:
         return
-    container = OmegaConf.to_container(cfg, resolve=True)
-    assert isinstance(container, dict)
+    container = _resolved(cfg)
     params = {k: container.get(k) for k in ("model", "optimizer", "scheduler", "loss", "task", "seed", "tags")}
     params["data"] = {k: v for k, v in container["data"].items() if k != "_target_"} | {"name": cfg.data._target_}
     params["trainer"] = {"max_epochs": cfg.trainer.get("max_epochs"), "precision": cfg.trainer.get("precision")}
