@@ -17,7 +17,14 @@ from typing import Any
 import hydra
 from omegaconf import DictConfig, OmegaConf
 
-from dlkit.utils import ConfigError, instantiate_dict, instantiate_node, resolve_ckpt_path, write_metrics_json
+from dlkit.utils import (
+    ConfigError,
+    instantiate_dict,
+    instantiate_node,
+    resolve_ckpt_path,
+    route_lightning_logs,
+    write_metrics_json,
+)
 
 __all__ = ["evaluate", "main"]
 
@@ -43,6 +50,7 @@ def evaluate(cfg: DictConfig) -> dict[str, float]:
     import lightning as L
     import torch
 
+    route_lightning_logs()
     checkpoint = torch.load(ckpt_path, map_location="cpu", weights_only=True)
     if "dlkit_config" not in checkpoint:
         raise ConfigError(

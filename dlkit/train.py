@@ -27,6 +27,7 @@ from dlkit.utils import (
     instantiate_dict,
     instantiate_node,
     resolve_ckpt_path,
+    route_lightning_logs,
     validate_config,
     write_metrics_json,
 )
@@ -56,6 +57,7 @@ def train(cfg: DictConfig) -> tuple[dict[str, float], dict[str, Any]]:
 
     import lightning as L
 
+    route_lightning_logs()
     L.seed_everything(cfg.seed, workers=True)
     datamodule = instantiate_node(cfg.data, "data")
     net = instantiate_node(cfg.model, "model")

@@ -21,6 +21,7 @@ __all__ = [
     "instantiate_node",
     "instantiate_dict",
     "write_metrics_json",
+    "route_lightning_logs",
 ]
 
 
@@ -112,6 +113,27 @@ def instantiate_dict(node: DictConfig | None, key: str) -> list[Any]:
         for name, sub in node.items()
         if isinstance(sub, DictConfig) and "_target_" in sub
     ]
+
+
+def route_lightning_logs() -> None:
+    """Send Lightning's log lines through the root logger only (once, to console and file).
+
+    Lightning gives its loggers their own console handler; under Hydra, which logs the
+    root logger to the console and to ``<run>/<job>.log``, every line would show twice.
+    Lightning's version-mismatch ``LeafSpec`` deprecation warning is silenced too:
+    it is about Lightning's internals, and users can do nothing about it.
+    """
+    import logging
+    import warnings
+
+    warnings.filterwarnings("ignore", message=".*isinstance\\(treespec, LeafSpec\\).*")
+    if not logging.getLogger().handlers:
+        return
+    for name in ("lightning", "lightning.pytorch", "lightning.fabric"):
+        logger = logging.getLogger(name)
+        for handler in [h for h in logger.handlers if isinstance(h, logging.StreamHandler)]:
+            logger.removeHandler(handler)
+        logger.propagate = True
 
 
 def _plain(value: Any) -> Any:
