@@ -26,6 +26,7 @@ from omegaconf import DictConfig, OmegaConf
 from dlkit.utils import (
     instantiate_dict,
     instantiate_node,
+    fill_model_from_data,
     resolve_ckpt_path,
     route_lightning_logs,
     validate_config,
@@ -60,6 +61,7 @@ def train(cfg: DictConfig) -> tuple[dict[str, float], dict[str, Any]]:
     route_lightning_logs()
     L.seed_everything(cfg.seed, workers=True)
     datamodule = instantiate_node(cfg.data, "data")
+    fill_model_from_data(cfg, datamodule)
     net = instantiate_node(cfg.model, "model")
     optimizer = instantiate_node(cfg.optimizer, "optimizer")
     scheduler = instantiate_node(cfg.scheduler, "scheduler") if cfg.get("scheduler") else None

@@ -20,6 +20,7 @@ __all__ = [
     "resolve_ckpt_path",
     "instantiate_node",
     "instantiate_dict",
+    "fill_model_from_data",
     "write_metrics_json",
     "route_lightning_logs",
 ]
@@ -100,6 +101,28 @@ def instantiate_node(node: Any, key: str, **kwargs: Any) -> Any:
         raise ConfigError(f"Could not build `{key}` ({node.get('_target_', '?')}): {cause}") from err
     except (ValueError, KeyError, TypeError) as err:
         raise ConfigError(f"Could not build `{key}`: {err}") from err
+
+
+def fill_model_from_data(cfg: DictConfig, datamodule: Any) -> dict[str, Any]:
+    """Fill the ``model`` keys a config leaves ``null`` from what the data knows.
+
+    A DataModule may offer ``model_hints() -> dict`` (e.g. ``num_classes``,
+    ``in_chans``, ``src_vocab_size``, ``tgt_vocab_size``, ``pad_id``); every hint whose key
+    the model config has and leaves ``null`` is written into ``cfg.model`` before the
+    network is built, so vocabulary sizes learned from the data never have to be typed.
+    Keys the config sets are left alone.
+
+    Returns:
+        The hints that were filled in.
+    """
+    hints = getattr(datamodule, "model_hints", None)
+    model = cfg.get("model")
+    if hints is None or model is None:
+        return {}
+    filled = {k: v for k, v in hints().items() if k in model and model[k] is None}
+    for key, value in filled.items():
+        model[key] = value
+    return filled
 
 
 def instantiate_dict(node: DictConfig | None, key: str) -> list[Any]:

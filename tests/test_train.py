@@ -30,6 +30,14 @@ def test_fast_dev_run_of_the_default_experiment(compose_train, tmp_path: Path) -
     assert saved["test/acc"] == pytest.approx(metrics["test/acc"]) and saved["wall_time_s"] > 0
 
 
+def test_null_model_keys_are_filled_from_the_data(compose_train) -> None:
+    cfg = compose_train("debug=fdr", "model.num_classes=null", "model.in_chans=null")
+    _, objects = train(cfg)
+    net = objects["task"].net
+    assert net.num_classes == 10 and net.in_chans == 1
+    assert cfg.model.num_classes == 10  # the filled value is part of the stored config
+
+
 def _scalars(event_dir: Path) -> dict[str, list[float]]:
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 

@@ -56,6 +56,10 @@ class DiabetesDataModule(TensorDataModule):
         self.standardize_target = standardize_target
         self.target_mean, self.target_std = 0.0, 1.0
 
+    def model_hints(self) -> dict[str, int]:
+        """Model settings this data implies; ``null`` model keys are filled from them."""
+        return {"in_features": 10, "num_classes": 1}
+
     def setup(self, stage: str | None = None) -> None:
         if self.splits:
             return

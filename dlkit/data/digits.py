@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Any, Literal
 
 import numpy as np
 import torch
 
 from dlkit.data.tensor import TensorDataModule, stratified_split
+from dlkit.data.transforms import RandomCrop
 
 __all__ = ["DigitsDataModule"]
 
@@ -29,7 +30,12 @@ class DigitsDataModule(TensorDataModule):
             LeNet-5 its classic input), or None to keep 8x8. Defaults to None.
         flatten: Return ``(N, 64)`` vectors instead of images (for an MLP).
             Defaults to False.
-        seed: Seed of the split and the shuffling order. Defaults to 42.
+        augment: Shift training images by up to ``random_crop_padding`` pixels in each
+            direction (pad with 0, crop back at a random offset), batch-wise on the
+            device. Not applied to flattened data. Defaults to False.
+        random_crop_padding: Largest shift in pixels of the (resized) image.
+            Defaults to 2.
+        seed: Seed of the split, the shuffling order and the shifts. Defaults to 42.
 
     Shapes:
         x: ``(B, 1, S, S)`` float32 with ``S = resize or 8`` (``(B, S*S)`` when
@@ -54,9 +60,13 @@ class DigitsDataModule(TensorDataModule):
         scaling: Literal["minmax", "standard"] = "minmax",
         resize: int | None = None,
         flatten: bool = False,
+        augment: bool = False,
+        random_crop_padding: int = 2,
         seed: int = 42,
     ) -> None:
         super().__init__(batch_size=batch_size, seed=seed)
+        if random_crop_padding < 0:
+            raise ValueError(f"data.random_crop_padding must be >= 0, got {random_crop_padding}.")
         if scaling not in ("minmax", "standard"):
             raise ValueError(f"data.scaling must be 'minmax' or 'standard', got {scaling!r}.")
         if not (0 <= val_fraction < 1 and 0 < test_fraction < 1 and val_fraction + test_fraction < 1):
@@ -68,12 +78,27 @@ class DigitsDataModule(TensorDataModule):
             raise ValueError(f"data.resize must be a positive side length or null, got {resize}.")
         self.val_fraction, self.test_fraction = val_fraction, test_fraction
         self.scaling, self.resize, self.flatten = scaling, resize, flatten
+        self.augment = augment and not flatten and random_crop_padding > 0
+        self.shift = RandomCrop(padding=random_crop_padding, generator=torch.Generator().manual_seed(seed))
 
     @property
     def input_shape(self) -> tuple[int, ...]:
         """Shape of one sample, without the batch dimension."""
         side = self.resize or 8
         return (side * side,) if self.flatten else (1, side, side)
+
+    def model_hints(self) -> dict[str, Any]:
+        """Model settings this data implies; ``null`` model keys are filled from them."""
+        side = self.resize or 8
+        return {"num_classes": 10, "in_chans": 1, "img_size": side, "in_features": side * side}
+
+    def on_after_batch_transfer(self, batch: Any, dataloader_idx: int) -> Any:
+        """Shift the training images (on their device) when ``augment`` is on."""
+        trainer = self.trainer
+        if self.augment and trainer is not None and trainer.training and isinstance(batch, (tuple, list)):
+            x, y = batch
+            return self.shift(x), y
+        return batch
 
     def setup(self, stage: str | None = None) -> None:
         if self.splits:  # setup runs once per stage; the split never changes

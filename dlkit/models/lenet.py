@@ -35,7 +35,7 @@ class LeNetConfig:
     num_classes: int = 10
     in_chans: int = 1
     img_size: int = 32
-    variant: Literal["classic", "modern"] = "classic"
+    variant: Literal["classic", "modern"] = "modern"
     act_layer: str | type | Callable[..., Any] | None = None
     padding: int = 0
     drop_rate: float = 0.0
@@ -119,5 +119,5 @@ class LeNet5(ClassifierNet):
 
 @register_model
 def lenet5(**kwargs: Any) -> LeNet5:
-    """LeNet-5; ``variant="classic"`` (tanh, average pooling) by default."""
+    """LeNet-5; ReLU and max pooling by default, ``variant="classic"`` for tanh and average pooling."""
     return LeNet5(LeNetConfig(**kwargs))

@@ -65,3 +65,25 @@ def test_diabetes_standardised_with_training_statistics() -> None:
     assert x.mean(0).abs().max() < 1e-5 and abs(y.mean().item()) < 1e-5
     assert 100 < dm.target_mean < 200 and dm.target_std > 10
     assert sum(len(v[1]) for v in dm.splits.values()) == 442
+
+
+class _Trainer:
+    def __init__(self, training: bool) -> None:
+        self.training = training
+
+
+def test_digits_augmentation_shifts_training_batches_only() -> None:
+    dm = DigitsDataModule(resize=32, augment=True, random_crop_padding=2)
+    dm.setup("fit")
+    x, y = next(iter(dm.train_dataloader()))
+    dm.trainer = _Trainer(training=True)
+    shifted, same_y = dm.on_after_batch_transfer((x, y), 0)
+    assert shifted.shape == x.shape and torch.equal(same_y, y)
+    assert not torch.equal(shifted, x)
+    # A shift of <= 2 px moves the digit; only ink within 2 px of the border is lost.
+    kept = shifted.sum((1, 2, 3)) / x.sum((1, 2, 3))
+    assert (kept <= 1 + 1e-6).all() and (kept > 0.7).all()
+    dm.trainer = _Trainer(training=False)
+    assert torch.equal(dm.on_after_batch_transfer((x, y), 0)[0], x)
+    flat = DigitsDataModule(flatten=True, augment=True)
+    assert not flat.augment  # shifting needs images
