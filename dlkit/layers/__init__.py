@@ -12,3 +12,5 @@ from dlkit.layers.normalization import *  # noqa: F403
 from dlkit.layers.positional import *  # noqa: F403
 from dlkit.layers.recurrent import *  # noqa: F403
 from dlkit.layers.transformer import *  # noqa: F403
+from dlkit.layers.inception import *  # noqa: F403
+from dlkit.layers.squeeze_excite import *  # noqa: F403
