@@ -4,9 +4,33 @@ Importing this package imports every family module, which registers its builders
 """
 
 # Family modules register their builders on import.
-from dlkit.models import lenet, mlp  # noqa: F401
+from dlkit.models import alexnet, googlenet, lenet, mlp, resnet, senet, vgg  # noqa: F401
+from dlkit.models.alexnet import AlexNet, AlexNetConfig
+from dlkit.models.googlenet import GoogLeNet, GoogLeNetConfig
 from dlkit.models.lenet import LeNet5, LeNetConfig
 from dlkit.models.mlp import MLP, MLPConfig
 from dlkit.models.registry import create_model, is_model, list_models, register_model
+from dlkit.models.resnet import ResNet, ResNetConfig
+from dlkit.models.senet import SEResNet, SEResNetConfig
+from dlkit.models.vgg import VGG, VGGConfig
 
-__all__ = ["LeNet5", "LeNetConfig", "MLP", "MLPConfig", "create_model", "is_model", "list_models", "register_model"]
+__all__ = [
+    "AlexNet",
+    "AlexNetConfig",
+    "GoogLeNet",
+    "GoogLeNetConfig",
+    "LeNet5",
+    "LeNetConfig",
+    "MLP",
+    "MLPConfig",
+    "ResNet",
+    "ResNetConfig",
+    "SEResNet",
+    "SEResNetConfig",
+    "VGG",
+    "VGGConfig",
+    "create_model",
+    "is_model",
+    "list_models",
+    "register_model",
+]

@@ -39,6 +39,16 @@ class ClassifierNet(nn.Module):
                 f"(e.g. model.in_chans={x.shape[1] if x.ndim > 1 else '?'})."
             )
 
+    def _check_min_size(self, x: Tensor, min_size: int, hint: str = "") -> None:
+        """Raise a clear error when the image is smaller than ``min_size`` on a side."""
+        H, W = x.shape[-2:]
+        if H < min_size or W < min_size:
+            raise ValueError(
+                f"{type(self).__name__} needs inputs of at least {min_size}x{min_size} px, "
+                f"got {H}x{W} (input shape {tuple(x.shape)}). Resize the data"
+                f"{' or ' + hint if hint else ''}."
+            )
+
     def apply_init(self, scheme: str) -> None:
         """Re-initialise weights with ``scheme`` (see ``dlkit.layers.init.INIT_SCHEMES``)."""
         init_weights(self, scheme)
