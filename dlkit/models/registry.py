@@ -13,6 +13,8 @@ from typing import Any, Callable, TypeVar
 
 import torch.nn as nn
 
+from dlkit.models.pretrained import PretrainedSource, load_pretrained
+
 __all__ = ["register_model", "create_model", "list_models", "is_model", "UnknownModelError"]
 
 _ModelFn = TypeVar("_ModelFn", bound=Callable[..., nn.Module])
@@ -75,18 +77,24 @@ def is_model(name: str) -> bool:
     return name in _MODELS
 
 
-def create_model(name: str, **kwargs: Any) -> nn.Module:
+def create_model(name: str, pretrained: PretrainedSource = None, **kwargs: Any) -> nn.Module:
     """Build the registered model ``name`` with the builder's keyword arguments.
 
     Args:
         name: A registered name, see :func:`list_models`.
+        pretrained: Weights loaded after building: a file path (state_dict,
+            ``.safetensors`` or a dlkit/Lightning checkpoint), or
+            ``"torchvision:IMAGENET1K_V1"`` for the torchvision-compatible families;
+            see :mod:`dlkit.models.pretrained`. Defaults to None (no weights).
         **kwargs: Passed to the builder (``num_classes``, ``in_chans``, ...).
 
     Raises:
         UnknownModelError: For an unknown name; the message lists close matches.
+        ValueError: If ``pretrained`` weights do not match the model (keys listed).
 
     Example:
         >>> net = create_model("lenet5", num_classes=10, in_chans=1)
+        >>> net = create_model("resnet18", num_classes=10, pretrained="torchvision:IMAGENET1K_V1")
     """
     _import_families()
     if name not in _MODELS:
@@ -96,7 +104,10 @@ def create_model(name: str, **kwargs: Any) -> nn.Module:
             f"Unknown model {name!r}.{hint} Registered models: {', '.join(sorted(_MODELS))}. "
             "List them with dlkit.list_models()."
         )
-    return _MODELS[name](**kwargs)
+    model = _MODELS[name](**kwargs)
+    if pretrained:
+        load_pretrained(model, pretrained, model_name=name)
+    return model
 
 
 def _import_families() -> None:
