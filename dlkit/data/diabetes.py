@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from dlkit.data.tensor import TensorDataModule
+from dlkit.data.tensor import TensorDataModule, check_split_fractions
 
 __all__ = ["DiabetesDataModule"]
 
@@ -47,11 +47,7 @@ class DiabetesDataModule(TensorDataModule):
         seed: int = 42,
     ) -> None:
         super().__init__(batch_size=batch_size, seed=seed)
-        if not (0 <= val_fraction < 1 and 0 < test_fraction < 1 and val_fraction + test_fraction < 1):
-            raise ValueError(
-                "data.val_fraction and data.test_fraction must lie in [0, 1) and sum to less than 1, "
-                f"got {val_fraction} and {test_fraction}."
-            )
+        check_split_fractions(val_fraction, test_fraction)
         self.val_fraction, self.test_fraction = val_fraction, test_fraction
         self.standardize_target = standardize_target
         self.target_mean, self.target_std = 0.0, 1.0

@@ -7,7 +7,7 @@ from typing import Any, Literal
 import numpy as np
 import torch
 
-from dlkit.data.tensor import TensorDataModule, stratified_split
+from dlkit.data.tensor import TensorDataModule, check_split_fractions, stratified_split
 from dlkit.data.transforms import RandomCrop
 
 __all__ = ["DigitsDataModule"]
@@ -69,11 +69,7 @@ class DigitsDataModule(TensorDataModule):
             raise ValueError(f"data.random_crop_padding must be >= 0, got {random_crop_padding}.")
         if scaling not in ("minmax", "standard"):
             raise ValueError(f"data.scaling must be 'minmax' or 'standard', got {scaling!r}.")
-        if not (0 <= val_fraction < 1 and 0 < test_fraction < 1 and val_fraction + test_fraction < 1):
-            raise ValueError(
-                "data.val_fraction and data.test_fraction must lie in [0, 1) and sum to less than 1, "
-                f"got {val_fraction} and {test_fraction}."
-            )
+        check_split_fractions(val_fraction, test_fraction)
         if resize is not None and resize < 1:
             raise ValueError(f"data.resize must be a positive side length or null, got {resize}.")
         self.val_fraction, self.test_fraction = val_fraction, test_fraction

@@ -17,7 +17,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-__all__ = ["TensorBatchLoader", "TensorDataModule", "as_tensor", "stratified_split"]
+__all__ = ["TensorBatchLoader", "TensorDataModule", "as_tensor", "check_split_fractions", "stratified_split"]
 
 # A batch element: one tensor, or a dict of tensors for multi-output targets.
 Target = Union[Tensor, Mapping[str, Tensor]]
@@ -124,6 +124,15 @@ class TensorBatchLoader:
                 yield self.x[idx]
             else:
                 yield self.x[idx], _index(self.y, idx)
+
+
+def check_split_fractions(val_fraction: float, test_fraction: float) -> None:
+    """Raise a config-named error unless both fractions lie in [0, 1) and leave training data."""
+    if not (0 <= val_fraction < 1 and 0 <= test_fraction < 1 and val_fraction + test_fraction < 1):
+        raise ValueError(
+            "data.val_fraction and data.test_fraction must lie in [0, 1) and sum to less than 1, "
+            f"got {val_fraction} and {test_fraction}."
+        )
 
 
 def stratified_split(
