@@ -136,8 +136,8 @@ def load_pretrained(
     if isinstance(text, str) and text.startswith(_TORCHVISION_PREFIX):
         tag = text[len(_TORCHVISION_PREFIX) :]
         state_dict = load_torchvision_state_dict(model_name, tag)
-        if getattr(model, "transform_input", None) is False:
-            # torchvision's GoogLeNet weights expect its input re-scaling (and turn it on).
+        if getattr(model, "transform_input", None) is False and model.in_chans == 3:
+            # torchvision's GoogLeNet weights expect its RGB re-scaling (and turn it on).
             model.transform_input = True
             if hasattr(model, "cfg"):
                 model.cfg.transform_input = True

@@ -168,6 +168,9 @@ def test_torchvision_googlenet_drops_aux_heads_and_turns_on_transform_input(offl
         net = create_model("googlenet", pretrained="torchvision:IMAGENET1K_V1")
     assert net.transform_input and net.aux1 is None
     assert_close(net.fc.weight, with_aux.fc.weight)
+    with pytest.warns(UserWarning, match="aux1"):  # grey input: no RGB re-scaling
+        grey = create_model("googlenet", in_chans=1, pretrained="torchvision:IMAGENET1K_V1")
+    assert not grey.transform_input and grey.eval()(torch.randn(1, 1, 32, 32)).shape == (1, 1000)
 
 
 def test_unknown_torchvision_names_and_tags():
