@@ -419,10 +419,26 @@ class Task(L.LightningModule):
             )
         return self.loss_fns[SINGLE](out, y), {}
 
+    def _split_auxiliary(self, out: Any) -> tuple[Any, dict[str, Any]]:
+        """Separate auxiliary heads' outputs from the main one.
+
+        Networks with auxiliary classifiers (GoogLeNet with ``aux_logits=True``) return
+        ``{"logits": main, "aux1": ..., "aux2": ...}`` while training. With a single
+        loss configured, the main output is scored as usual and each auxiliary output
+        adds ``net.aux_loss_weight`` (default 0.3, as in Szegedy et al.) times its loss.
+        """
+        if isinstance(out, Mapping) and "logits" in out and SINGLE in self.loss_fns:
+            return out["logits"], {k: v for k, v in out.items() if k != "logits"}
+        return out, {}
+
     def _shared_step(self, batch: Any, stage: str) -> Tensor:
         x, y = batch
-        out = self(x)
+        out, auxiliary = self._split_auxiliary(self(x))
         loss, parts = self._compute_losses(out, y)
+        if auxiliary:
+            aux_loss = sum(self.loss_fns[SINGLE](a, y) for a in auxiliary.values())
+            loss = loss + getattr(self.net, "aux_loss_weight", 0.3) * aux_loss
+            parts["aux"] = aux_loss  # type: ignore[assignment]
         if stage == "train" and (self.l1 or self.l2):
             loss = loss + weight_penalty(self.net, l1=self.l1, l2=self.l2)
         batch_size = len(x)

@@ -235,3 +235,38 @@ def test_wrong_input_shape_names_expected_and_got() -> None:
         net(torch.zeros(2, 3, 32, 32))
     with pytest.raises(ValueError, match=r"built for 32x32 images, got \(2, 1, 28, 28\)"):
         net(torch.zeros(2, 1, 28, 28))
+
+
+def test_auxiliary_heads_add_weighted_losses_while_training() -> None:
+    class WithAux(nn.Module):
+        aux_loss_weight = 0.3
+
+        def __init__(self) -> None:
+            super().__init__()
+            self.main, self.aux = nn.Linear(64, 10), nn.Linear(64, 10)
+            self.num_classes = 10
+
+        def forward(self, x):
+            if self.training:
+                return {"logits": self.main(x), "aux1": self.aux(x)}
+            return self.main(x)
+
+    torch.manual_seed(0)
+    net = WithAux()
+    clf = Classifier(net)
+    x, y = torch.randn(8, 64), torch.randint(0, 10, (8,))
+    ce = nn.functional.cross_entropy
+    loss = clf.training_step((x, y), 0)
+    expected = ce(net.main(x), y) + 0.3 * ce(net.aux(x), y)
+    torch.testing.assert_close(loss, expected)
+    clf.eval()
+    assert clf.predict(x).shape == (8, 10)
+
+
+def test_googlenet_with_aux_heads_trains() -> None:
+    net = create_model("googlenet", num_classes=10, in_chans=1, aux_logits=True)
+    clf = Classifier(net)
+    x, y = torch.randn(2, 1, 32, 32), torch.tensor([1, 2])
+    loss = clf.training_step((x, y), 0)
+    loss.backward()
+    assert torch.isfinite(loss) and net.aux1.fc2.weight.grad is not None
