@@ -12,6 +12,16 @@ import dlkit.layers.positional as positional_module
 from dlkit.layers import LearnedPositionalEncoding, SinusoidalPositionalEncoding
 
 
+@pytest.fixture(autouse=True, scope="module")
+def _single_thread():
+    """The tensors here are tiny: waking intra-op threads costs more than it saves,
+    many times more on a shared machine. Restored for the tests that follow."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
 def formula(pos: int, j: int, d_model: int) -> float:
     """PE(pos, j) written out with math.sin / math.cos."""
     i = j // 2

@@ -31,6 +31,16 @@ TOL = {torch.float32: 1e-5, torch.float64: 1e-10}
 D_MODEL, NHEAD, FF, N, S, T = 8, 2, 16, 3, 5, 4  # S: source length, T: target length
 
 
+@pytest.fixture(autouse=True, scope="module")
+def _single_thread():
+    """The tensors here are tiny: waking intra-op threads costs more than it saves,
+    many times more on a shared machine. Restored for the tests that follow."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
 def close(a: torch.Tensor, b: torch.Tensor, dtype: torch.dtype, msg: str = "") -> None:
     torch.testing.assert_close(a, b, atol=TOL[dtype], rtol=TOL[dtype], msg=msg or None)
 
