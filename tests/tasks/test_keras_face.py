@@ -237,7 +237,7 @@ def test_wrong_input_shape_names_expected_and_got() -> None:
         net(torch.zeros(2, 1, 28, 28))
 
 
-@pytest.mark.filterwarnings("ignore:You are trying to `self.log\(\)`")
+@pytest.mark.filterwarnings("ignore:You are trying to `self.log")
 def test_auxiliary_heads_add_weighted_losses_while_training() -> None:
     class WithAux(nn.Module):
         aux_loss_weight = 0.3
@@ -264,7 +264,7 @@ def test_auxiliary_heads_add_weighted_losses_while_training() -> None:
     assert clf.predict(x).shape == (8, 10)
 
 
-@pytest.mark.filterwarnings("ignore:You are trying to `self.log\(\)`")
+@pytest.mark.filterwarnings("ignore:You are trying to `self.log")
 def test_googlenet_with_aux_heads_trains() -> None:
     net = create_model("googlenet", num_classes=10, in_chans=1, aux_logits=True)
     clf = Classifier(net)
