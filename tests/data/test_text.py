@@ -7,9 +7,8 @@ import json
 import pytest
 import torch
 
-from dlkit.data.text import Vocab
 from dlkit.data.seq2seq import Seq2SeqBatchLoader, normalize_text, pad_sequences
-from dlkit.data.text import detokenize_words, tokenize_words
+from dlkit.data.text import Vocab, detokenize_words, tokenize_words
 
 
 def test_specials_have_fixed_ids() -> None:
