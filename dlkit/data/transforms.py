@@ -492,6 +492,30 @@ class ImageDataModule(TensorDataModule):
         h, w = self.resize or self.image_size
         return (self.in_chans, h, w)
 
+    def model_hints(self) -> dict[str, Any]:
+        """Model settings this data implies; ``dlkit-train`` fills ``null`` model keys from them.
+
+        Answers before ``setup``: ``resize`` fixes the side length when it is set, and
+        otherwise the subclass's stored size (IDX files: 28x28 until the header is read;
+        image folders: ``image_size``) is used.
+
+        Returns:
+            ``{"num_classes": int, "in_chans": int, "img_size": int}``, where ``img_size``
+            is the side the model sees (after ``resize``). It is left out for non-square
+            inputs, whose side no single number describes, and while the size is unknown.
+
+        Example:
+            >>> FashionMNISTDataModule(resize=32).model_hints()
+            {'num_classes': 10, 'in_chans': 1, 'img_size': 32}
+        """
+        hints: dict[str, Any] = {"num_classes": self.num_classes, "in_chans": self.in_chans}
+        _, h, w = self.input_shape
+        # LeNet/MLP size their first linear layer from one side length, so only a
+        # known square size is a safe hint; anything else must be set by hand.
+        if h == w and h > 0:
+            hints["img_size"] = h
+        return hints
+
     def on_after_batch_transfer(self, batch: Any, dataloader_idx: int) -> Any:
         """Augment and convert a batch on its device (Lightning calls this after the transfer).
 
