@@ -213,46 +213,48 @@ class _Kernel:
     which makes padded outputs zero and padded gradients vanish.
 
     Subclasses set ``num_gates``, ``has_cell``, ``folds_hh_bias`` (``b_hh`` can be added
-    to the input projection because it is not gated) and implement ``forward_step``,
-    ``prepare_backward`` and ``backward_step``.
+    to the input projection because no gate multiplies it), allocate ``gx`` (T, B, G),
+    the buffer the Function writes the input projections into and each step accumulates
+    its recurrent product into, and implement the step methods.
     """
 
     num_gates: int = 1
     has_cell: bool = False
     folds_hh_bias: bool = True
+    gx: Tensor
 
     def __init__(
         self,
-        gx: Tensor,
+        T: int,
         w_hh: Tensor,
         b_hh: Tensor | None,
         h0: Tensor,
         c0: Tensor | None,
-        y: Tensor,
         sizes: Sequence[int] | None,
     ) -> None:
-        T, B, G = gx.shape
-        self.T, self.B, self.H = T, B, w_hh.shape[1]
+        B, H = h0.shape
+        self.T, self.B, self.H = T, B, H
         self.padded = sizes is not None
         self.sizes: Sequence[int] = sizes if sizes is not None else [B] * T
+        self.template = h0  # dtype and device of every buffer
         # A contiguous W_hh^T keeps the per-step GEMM on the fast BLAS layout.
         self.w_hh_t = w_hh.t().contiguous()
         self.b_hh = b_hh
         self.h0 = h0
-        self.y = y
-        self.gx = self.steps(gx)
+        # Outputs h_t; padded steps are never written, so they start (and stay) zero.
+        self.y = self.buffer(T, B, H)
+        self.h_next = self.steps(self.y)
         # h_{t-1} for step t: h_0 at t = 0, then the previous output.
         if self.padded:
-            self.h_prev = [h0] + [y[t - 1, :n] for t, n in enumerate(self.sizes) if t > 0]
+            self.h_prev = [h0] + [self.y[t - 1, :n] for t, n in enumerate(self.sizes) if t > 0]
         else:
-            self.h_prev = [h0, *y.unbind(0)[:-1]]
-        self.h_next = self.steps(y)
+            self.h_prev = [h0, *self.h_next[:-1]]
 
     def buffer(self, *shape: int) -> Tensor:
-        """A new buffer like ``y``: zeros for padded batches, uninitialised otherwise."""
+        """A new buffer: zeros for padded batches, uninitialised otherwise."""
         if self.padded:
-            return self.y.new_zeros(shape)
-        return self.y.new_empty(shape)
+            return self.template.new_zeros(shape)
+        return self.template.new_empty(shape)
 
     def steps(self, buf: Tensor) -> Sequence[Tensor]:
         """Views ``buf[t, :n_t]`` for every step ``t`` of a ``(T, B, ...)`` buffer."""
@@ -261,32 +263,55 @@ class _Kernel:
         return [buf[t, :n] for t, n in enumerate(self.sizes)]
 
     def forward_step(self, t: int) -> None:
+        """Computes step ``t`` from ``gx[t]`` and ``h_prev[t]`` into ``h_next[t]``."""
         raise NotImplementedError
 
     def final_cell(self, last: Tensor | None) -> Tensor:
+        """The cell state at each sequence's last step, ``(B, H)`` (LSTM only)."""
         raise NotImplementedError
 
     def prepare_backward(self, dc_n: Tensor | None) -> None:
+        """Fills ``d_gx``/``d_gh`` with the per-step local derivative factors, batched."""
         raise NotImplementedError
 
     def backward_step(self, t: int, dh: Tensor) -> Tensor | None:
+        """Turns ``dh = dL/dh_t`` (rows ``:n_t``) into ``d_gx[t]`` and ``d_gh[t]`` in place.
+
+        Returns the part of ``dL/dh_{t-1}`` that does not go through ``W_hh`` (GRU's
+        ``dh ⊙ z``), or None.
+        """
         raise NotImplementedError
 
-    # Filled by prepare_backward: d loss / d (input projection) and d loss / d (recurrent
-    # pre-activation h_{t-1} @ W_hh^T + b_hh), both (T, B, G). They are one tensor for
-    # RNN and LSTM, where the two pre-activations are simply added.
+    # Filled by prepare_backward: d loss / d (input projection gx) and d loss / d (the
+    # recurrent term gh = h_{t-1} @ W_hh^T + b_hh), both (T, B, G). They are the same
+    # tensor for RNN and LSTM, where the two terms are simply added.
     d_gx: Tensor
     d_gh: Tensor
     dc0: Tensor | None = None
 
 
 class _RNNKernel(_Kernel):
-    """Elman RNN: ``h_t = act(gx_t + h_{t-1} @ W_hh^T)`` (``b_hh`` folded into ``gx``)."""
+    """Elman RNN: ``h_t = act(gx_t + h_{t-1} @ W_hh^T)`` (``b_hh`` folded into ``gx``).
+
+    ``gx`` is the output buffer ``y`` itself: each step turns its slice into ``h_t``.
+    """
 
     relu = False
 
+    def __init__(
+        self,
+        T: int,
+        w_hh: Tensor,
+        b_hh: Tensor | None,
+        h0: Tensor,
+        c0: Tensor | None,
+        sizes: Sequence[int] | None,
+    ) -> None:
+        super().__init__(T, w_hh, b_hh, h0, c0, sizes)
+        self.gx = self.y
+
     def forward_step(self, t: int) -> None:
-        h = torch.addmm(self.gx[t], self.h_prev[t], self.w_hh_t, out=self.h_next[t])
+        h = self.h_next[t].addmm_(self.h_prev[t], self.w_hh_t)
         if self.relu:
             h.relu_()
         else:
@@ -317,21 +342,28 @@ class _RNNReluKernel(_RNNKernel):
 class _LSTMKernel(_Kernel):
     """LSTM with gates ``i, f, g, o``; ``b_hh`` is folded into ``gx``.
 
-    Forward buffers: ``gates`` (T, B, 4H) activated gates, ``c`` (T+1, B, H) cell states
-    with ``c[0] = c_0``, ``tanh_c`` (T, B, H).
+    Forward buffers: ``gates`` (T, B, 4H), which holds ``gx`` and becomes the activated
+    gates, ``c`` (T+1, B, H) cell states with ``c[0] = c_0``, ``tanh_c`` (T, B, H).
     """
 
     num_gates = 4
     has_cell = True
 
-    def __init__(self, gx, w_hh, b_hh, h0, c0, y, sizes) -> None:  # noqa: ANN001
-        super().__init__(gx, w_hh, b_hh, h0, c0, y, sizes)
-        T, B, H = self.T, self.B, self.H
-        self.gates = self.buffer(T, B, 4 * H)
+    def __init__(
+        self,
+        T: int,
+        w_hh: Tensor,
+        b_hh: Tensor | None,
+        h0: Tensor,
+        c0: Tensor | None,
+        sizes: Sequence[int] | None,
+    ) -> None:
+        super().__init__(T, w_hh, b_hh, h0, c0, sizes)
+        B, H = self.B, self.H
+        self.gx = self.gates = gates = self.buffer(T, B, 4 * H)
         self.c = self.buffer(T + 1, B, H)
         self.c[0] = c0
         self.tanh_c = self.buffer(T, B, H)
-        gates = self.gates
         i, f, g, o = gates.view(T, B, 4, H).unbind(2)  # (T, B, H) strided views
         self.g_all = self.steps(gates)
         self.g_if = self.steps(gates[:, :, : 2 * H])
@@ -341,7 +373,7 @@ class _LSTMKernel(_Kernel):
         self.tc = self.steps(self.tanh_c)
 
     def forward_step(self, t: int) -> None:
-        torch.addmm(self.gx[t], self.h_prev[t], self.w_hh_t, out=self.g_all[t])
+        self.g_all[t].addmm_(self.h_prev[t], self.w_hh_t)  # pre-activations
         self.g_if[t].sigmoid_()
         self.g_g[t].tanh_()
         self.g_o[t].sigmoid_()
@@ -357,11 +389,11 @@ class _LSTMKernel(_Kernel):
 
     def prepare_backward(self, dc_n: Tensor | None) -> None:
         # With dh = dL/dh_t (all paths) and dc = dL/dc_t (from c_{t+1} and c_n):
-        #   dc   += dh ⊙ o ⊙ (1 - tanh²c)          (h = o ⊙ tanh c)
-        #   do_pre = dh ⊙ tanh c ⊙ o(1-o)  = dh ⊙ h(1-o)
-        #   di_pre = dc ⊙ g ⊙ i(1-i)
-        #   df_pre = dc ⊙ c_{t-1} ⊙ f(1-f)
-        #   dg_pre = dc ⊙ i ⊙ (1-g²)
+        #   dc     += dh ⊙ o ⊙ (1 - tanh²c)        (h = o ⊙ tanh c)
+        #   do_pre  = dh ⊙ tanh c ⊙ o(1-o)  = dh ⊙ h(1-o)
+        #   di_pre  = dc ⊙ g ⊙ i(1-i)
+        #   df_pre  = dc ⊙ c_{t-1} ⊙ f(1-f)
+        #   dg_pre  = dc ⊙ i ⊙ (1-g²)
         #   dc_{t-1} = dc ⊙ f
         # Everything right of dh/dc depends on the forward pass only, so it is computed
         # here for all steps at once; the loop then needs one multiply per gate group.
@@ -370,11 +402,11 @@ class _LSTMKernel(_Kernel):
         c_prev, h, tc = self.c[:-1], self.y, self.tanh_c
         self.d_gx = d = torch.empty_like(self.gates)
         d_i, d_f, d_g, d_o = d.view(T, B, 4, H).unbind(2)
-        ig = i * g
-        torch.addcmul(ig, ig, i, value=-1, out=d_i)  # g i (1-i)
-        fc = f * c_prev
-        torch.addcmul(fc, fc, f, value=-1, out=d_f)  # c_{t-1} f (1-f)
-        torch.addcmul(i, ig, g, value=-1, out=d_g)  # i (1-g²)
+        torch.mul(i, g, out=d_i)
+        torch.addcmul(i, d_i, g, value=-1, out=d_g)  # i (1-g²)
+        d_i.addcmul_(d_i, i, value=-1)  # g i (1-i)
+        torch.mul(f, c_prev, out=d_f)
+        d_f.addcmul_(d_f, f, value=-1)  # c_{t-1} f (1-f)
         torch.addcmul(h, h, o, value=-1, out=d_o)  # tanh c · o (1-o)
         self.k_c = torch.addcmul(o, h, tc, value=-1)  # o (1-tanh² c)
         if self.padded:
@@ -385,15 +417,15 @@ class _LSTMKernel(_Kernel):
         self.dc = dc_n.clone() if dc_n is not None else self.y.new_zeros(B, H)
         self.dc0 = self.dc
         self.dc_rows = [self.dc[:n] for n in self.sizes]
-        self.dc_rows3 = [r.unsqueeze(1) for r in self.dc_rows]
-        self.d_ifg = self.steps(d.view(T, B, 4, H)[:, :, :3])
+        self.dc_rows3 = [r.unsqueeze(1) for r in self.dc_rows]  # (n, 1, H)
+        self.d_ifg = self.steps(d.view(T, B, 4, H)[:, :, :3])  # (n, 3, H) per step
         self.d_o = self.steps(d_o)
         self.kc = self.steps(self.k_c)
 
     def backward_step(self, t: int, dh: Tensor) -> Tensor | None:
         dc = self.dc_rows[t]
         dc.addcmul_(dh, self.kc[t])
-        self.d_ifg[t].mul_(self.dc_rows3[t])
+        self.d_ifg[t].mul_(self.dc_rows3[t])  # i, f and g all scale with dc
         self.d_o[t].mul_(dh)
         dc.mul_(self.g_f[t])  # dc_{t-1} = dc_t ⊙ f
         return None
@@ -402,23 +434,29 @@ class _LSTMKernel(_Kernel):
 class _GRUKernel(_Kernel):
     """GRU with gates ``r, z, n``; ``b_hh`` stays in the recurrent term (r scales it).
 
-    Forward buffers: ``gh`` (T, B, 3H) recurrent pre-activations ``h @ W_hh^T + b_hh``,
-    ``act`` (T, B, 3H) activated ``r, z, n``.
+    Forward buffers: ``gh`` (T, B, 3H) recurrent terms ``h @ W_hh^T + b_hh``, and
+    ``act`` (T, B, 3H), which holds ``gx`` and becomes the activated ``r, z, n``.
     """
 
     num_gates = 3
     folds_hh_bias = False
 
-    def __init__(self, gx, w_hh, b_hh, h0, c0, y, sizes) -> None:  # noqa: ANN001
-        super().__init__(gx, w_hh, b_hh, h0, c0, y, sizes)
-        T, B, H = self.T, self.B, self.H
+    def __init__(
+        self,
+        T: int,
+        w_hh: Tensor,
+        b_hh: Tensor | None,
+        h0: Tensor,
+        c0: Tensor | None,
+        sizes: Sequence[int] | None,
+    ) -> None:
+        super().__init__(T, w_hh, b_hh, h0, c0, sizes)
+        B, H = self.B, self.H
         self.gh = self.buffer(T, B, 3 * H)
-        self.act = self.buffer(T, B, 3 * H)
+        self.gx = self.act = self.buffer(T, B, 3 * H)
         self.gh_all = self.steps(self.gh)
         self.gh_rz = self.steps(self.gh[:, :, : 2 * H])
         self.gh_n = self.steps(self.gh[:, :, 2 * H :])
-        self.gx_rz = self.steps(gx[:, :, : 2 * H])
-        self.gx_n = self.steps(gx[:, :, 2 * H :])
         self.rz = self.steps(self.act[:, :, : 2 * H])
         self.r = self.steps(self.act[:, :, :H])
         self.z = self.steps(self.act[:, :, H : 2 * H])
@@ -429,17 +467,17 @@ class _GRUKernel(_Kernel):
             torch.mm(self.h_prev[t], self.w_hh_t, out=self.gh_all[t])
         else:
             torch.addmm(self.b_hh, self.h_prev[t], self.w_hh_t, out=self.gh_all[t])
-        torch.add(self.gx_rz[t], self.gh_rz[t], out=self.rz[t]).sigmoid_()
-        n = torch.addcmul(self.gx_n[t], self.r[t], self.gh_n[t], out=self.n[t]).tanh_()
+        self.rz[t].add_(self.gh_rz[t]).sigmoid_()  # r, z = σ(gx + gh)
+        n = self.n[t].addcmul_(self.r[t], self.gh_n[t]).tanh_()  # n = tanh(gx_n + r ⊙ gh_n)
         # h_t = (1 - z) ⊙ n + z ⊙ h_{t-1}: a linear interpolation from n towards h_{t-1}.
         torch.lerp(n, self.h_prev[t], self.z[t], out=self.h_next[t])
 
     def prepare_backward(self, dc_n: Tensor | None) -> None:
         # With dh = dL/dh_t every pre-activation gradient is dh times a factor that
         # depends on the forward pass only:
-        #   dn_pre = dh ⊙ (1-z)(1-n²)                               =: dh ⊙ P_n
-        #   dz_pre = dh ⊙ (h_{t-1} - n) z(1-z)                      =: dh ⊙ P_z
-        #   dr_pre = dn_pre ⊙ gh_n ⊙ r(1-r)                         = dh ⊙ P_n gh_n r(1-r)
+        #   dn_pre = dh ⊙ (1-z)(1-n²)                     =: dh ⊙ P_n
+        #   dz_pre = dh ⊙ (h_{t-1} - n) z(1-z)            =: dh ⊙ P_z
+        #   dr_pre = dn_pre ⊙ gh_n ⊙ r(1-r)               =: dh ⊙ P_r
         #   d gx   = dh ⊙ [P_r, P_z, P_n]      d gh = dh ⊙ [P_r, P_z, P_n ⊙ r]
         #   dh_{t-1} = dh ⊙ z + d gh @ W_hh
         T, B, H = self.T, self.B, self.H
@@ -456,24 +494,24 @@ class _GRUKernel(_Kernel):
         torch.sub(self.h0.unsqueeze(0), n[:1], out=dx_z[:1])
         torch.sub(self.y[:-1], n[1:], out=dx_z[1:])
         dx_z.mul_(z).mul_(one_minus_z)
-        torch.mul(dx_n, gh_n, out=dx_r).mul_(torch.addcmul(r, r, r, value=-1))  # ·r(1-r)
+        torch.mul(dx_n, gh_n, out=dx_r).mul_(torch.addcmul(r, r, r, value=-1))  # P_r
         dg_r.copy_(dx_r)
         dg_z.copy_(dx_z)
         if self.padded:
             _zero_rows_after(dx, self.sizes)
             _zero_rows_after(dg, self.sizes)
-        self.dx3 = self.steps(dx.view(T, B, 3, H))
+        self.dx3 = self.steps(dx.view(T, B, 3, H))  # (n, 3, H) per step
         self.dg3 = self.steps(dg.view(T, B, 3, H))
 
     def backward_step(self, t: int, dh: Tensor) -> Tensor | None:
-        dh3 = dh.unsqueeze(1)
+        dh3 = dh.unsqueeze(1)  # (n, 1, H): the same dh scales all three gates
         self.dx3[t].mul_(dh3)
         self.dg3[t].mul_(dh3)
         return dh * self.z[t]  # the direct path h_{t-1} → h_t
 
 
 def _zero_rows_after(buf: Tensor, sizes: Sequence[int]) -> None:
-    """Zeroes ``buf[t, n_t:]``: padded rows must contribute no gradient."""
+    """Zeroes ``buf[t, n_t:]``: padded rows must carry no value and no gradient."""
     B = buf.shape[1]
     for t, n in enumerate(sizes):
         if n < B:
@@ -481,20 +519,22 @@ def _zero_rows_after(buf: Tensor, sizes: Sequence[int]) -> None:
 
 
 class _RecurrentScan(torch.autograd.Function):
-    """The generic time loop with a hand-written backward (BPTT), shared by all cells.
+    """One layer-direction: input projection + the generic time loop, with hand-written BPTT.
 
-    ``apply(kernel_cls, gx, w_hh, b_hh, h0, c0, sizes, last)`` with ``gx`` (T, B, G) the
-    input projections, ``h0``/``c0`` (B, H) (``c0`` None unless LSTM), ``sizes`` the
-    number of running sequences per step (or None) and ``last`` (B,) the index of each
-    sequence's last valid step (or None). Returns ``y`` (T, B, H), ``h_n`` (B, H) and,
-    for LSTM, ``c_n`` (B, H).
+    ``apply(kernel_cls, x, w_ih, b_ih, w_hh, b_hh, h0, c0, sizes, last)`` with ``x``
+    (T, B, C), the layer-direction's parameters (biases may be None), ``h0``/``c0`` (B, H)
+    (``c0`` None unless LSTM), ``sizes`` the number of running sequences per step (or
+    None) and ``last`` (B,) the index of each sequence's last valid step (or None).
+    Returns ``y`` (T, B, H), ``h_n`` (B, H) and, for LSTM, ``c_n`` (B, H).
     """
 
     @staticmethod
     def forward(  # noqa: ANN205
         ctx,  # noqa: ANN001
         kernel_cls: type[_Kernel],
-        gx: Tensor,
+        x: Tensor,
+        w_ih: Tensor,
+        b_ih: Tensor | None,
         w_hh: Tensor,
         b_hh: Tensor | None,
         h0: Tensor,
@@ -502,19 +542,32 @@ class _RecurrentScan(torch.autograd.Function):
         sizes: Sequence[int] | None,
         last: Tensor | None,
     ):
-        T, B, _ = gx.shape
-        H = w_hh.shape[1]
-        y = gx.new_zeros(T, B, H) if sizes is not None else gx.new_empty(T, B, H)
-        kernel = kernel_cls(gx, w_hh, b_hh, h0, c0, y, sizes)
+        T, B, C = x.shape
+        fold = kernel_cls.folds_hh_bias and b_hh is not None
+        kernel = kernel_cls(T, w_hh, None if fold else b_hh, h0, c0, sizes)
+
+        # Input projections of all steps in one matmul, written where the steps need them.
+        x2d = x.reshape(T * B, C)
+        gx2d = kernel.gx.view(T * B, -1)  # (T·B, G)
+        bias = b_ih + b_hh if fold else b_ih  # b_hh sits outside every gate: fold it in
+        if bias is None:
+            torch.mm(x2d, w_ih.t(), out=gx2d)
+        else:
+            torch.addmm(bias, x2d, w_ih.t(), out=gx2d)
+
         for t in range(T):
             kernel.forward_step(t)
 
+        y = kernel.y
+        if sizes is not None and kernel.gx is y:
+            _zero_rows_after(y, sizes)  # padded steps got input projections, not outputs
         if last is None:
             h_n = y[T - 1].clone()
         else:
             h_n = y[last, torch.arange(B, device=last.device)]
-        ctx.kernel, ctx.last = kernel, last
-        ctx.save_for_backward(w_hh, y)
+        ctx.kernel, ctx.last, ctx.fold = kernel, last, fold
+        # Through save_for_backward, an in-place change of these before backward raises.
+        ctx.save_for_backward(x2d, w_ih, w_hh, h0, y)
         if kernel.has_cell:
             return y, h_n, kernel.final_cell(last)
         return y, h_n
@@ -522,45 +575,61 @@ class _RecurrentScan(torch.autograd.Function):
     @staticmethod
     @once_differentiable
     def backward(ctx, dy: Tensor, dh_n: Tensor, *dc_n: Tensor):  # noqa: ANN001, ANN205
+        # Backpropagation through time, with gx_t = x_t @ W_ih^T + b_ih and
+        # gh_t = h_{t-1} @ W_hh^T (+ b_hh). From the last step down to the first:
+        #   dh_t           = dy_t (+ dh_n at a sequence's last step) + dh carried from t+1
+        #   d gx_t, d gh_t = the cell's local derivatives times dh_t (kernel.backward_step)
+        #   dh carried to t-1 = d gh_t @ W_hh (+ GRU's direct path dh_t ⊙ z_t)
+        # then, over all steps at once, one matmul (or sum) each:
+        #   dx = d gx @ W_ih    dW_ih = Σ_t d gx_t^T @ x_t    db_ih = Σ_t Σ_b d gx_t
+        #   dW_hh = Σ_t d gh_t^T @ h_{t-1}                     db_hh = Σ_t Σ_b d gh_t
         kernel: _Kernel = ctx.kernel
-        w_hh, y = ctx.saved_tensors
+        x2d, w_ih, w_hh, h0, y = ctx.saved_tensors
         T, B, H = kernel.T, kernel.B, kernel.H
         sizes, last = kernel.sizes, ctx.last
 
-        # dL/dh_t from above (output y_t and, at each sequence's last step, h_n).
+        # A private, contiguous copy of dy that the loop accumulates dh into, in place.
+        dh_all = dy.clone(memory_format=torch.contiguous_format)
         if last is None:
-            dy_last = dy[T - 1] + dh_n
+            dh_all[T - 1] += dh_n
         else:
-            dy = dy.clone()
-            dy.index_put_((last, torch.arange(B, device=last.device)), dh_n, accumulate=True)
-            dy_last = dy[T - 1, : sizes[T - 1]]
+            dh_all.index_put_((last, torch.arange(B, device=last.device)), dh_n,
+                              accumulate=True)  # fmt: skip
         kernel.prepare_backward(dc_n[0] if dc_n else None)
-
         d_gh = kernel.d_gh
-        dh = dy_last
+
+        # Rows of h_{t-1} at step t: every row of h_0, then the rows running at t-1. Rows
+        # that start (in reverse time) at t-1 have d gh_t = 0, so the product covers them.
+        prev_rows = [B, *sizes[:-1]]
+        dh_prev = [dh_all[t - 1, :n] for t, n in enumerate(prev_rows) if t > 0]
+        d_gh_prev = [d_gh[t, :n] for t, n in enumerate(prev_rows)]
+        dh = dh_all[T - 1, : sizes[T - 1]]
         for t in range(T - 1, -1, -1):
             direct = kernel.backward_step(t, dh)
-            # dL/dh_{t-1} = dL/dy_{t-1} + d gh_t @ W_hh (+ a direct path, GRU only).
-            # Rows that start at step t-1 have d gh_t = 0, so the product covers them.
-            rows = sizes[t - 1] if t > 0 else B
             if t > 0:
-                dh = torch.addmm(dy[t - 1, :rows], d_gh[t, :rows], w_hh)
+                dh = dh_prev[t - 1].addmm_(d_gh_prev[t], w_hh)
             else:
-                dh = torch.mm(d_gh[0], w_hh)
+                dh = torch.mm(d_gh_prev[0], w_hh)  # dL/dh_0
             if direct is not None:
                 dh[: sizes[t]].add_(direct)
 
-        # Weight gradients: one matmul over all steps, h_{-1} = h_0 handled separately.
         G = d_gh.shape[2]
-        dw_hh = d_b_hh = None
-        if ctx.needs_input_grad[2]:
-            dw_hh = d_gh[0].t() @ kernel.h0
+        d_gx2d = kernel.d_gx.view(T * B, G)
+        need = ctx.needs_input_grad  # (kernel_cls, x, w_ih, b_ih, w_hh, b_hh, h0, c0, ...)
+        dx = (d_gx2d @ w_ih).view(T, B, -1) if need[1] else None
+        dw_ih = d_gx2d.t() @ x2d if need[2] else None
+        db_ih = d_gx2d.sum(0) if need[3] or (ctx.fold and need[5]) else None
+        dw_hh = None
+        if need[4]:
+            dw_hh = d_gh[0].t() @ h0  # h_{-1} = h_0 is not part of y
             if T > 1:
                 # (G, (T-1)·B) @ ((T-1)·B, H)
                 dw_hh.addmm_(d_gh[1:].reshape(-1, G).t(), y[:-1].reshape(-1, H))
-        if kernel.b_hh is not None and ctx.needs_input_grad[3]:
-            d_b_hh = d_gh.sum((0, 1))
-        return None, kernel.d_gx, dw_hh, d_b_hh, dh, kernel.dc0, None, None
+        if ctx.fold:
+            db_hh = db_ih  # folded: both biases received the same gradient
+        else:
+            db_hh = d_gh.sum((0, 1)) if need[5] and kernel.b_hh is not None else None
+        return None, dx, dw_ih, db_ih, dw_hh, db_hh, dh, kernel.dc0, None, None
 
 
 def _reference_scan(
@@ -1150,24 +1219,16 @@ class RNNBase(nn.Module):
         b_ih, b_hh = biases if biases else (None, None)
         if direction == 1:
             x = x.flip(0) if padding is None else padding.reverse_time(x)
-        T, B, C = x.shape
-        x2d = x.reshape(T * B, C)
-
         if self.backend == "bptt":
-            kernel = self._kernels[self.mode]
-            if kernel.folds_hh_bias and b_hh is not None:
-                # b_hh sits outside every gate here, so it joins the input projection.
-                gx = _linear(x2d, w_ih, b_ih + b_hh)
-                b_hh = None
-            else:
-                gx = _linear(x2d, w_ih, b_ih)
-            gx = gx.view(T, B, -1)  # (T, B, G)
             sizes = None if padding is None else padding.sizes
             last = None if padding is None else padding.last
-            y, *state = _RecurrentScan.apply(kernel, gx, w_hh, b_hh, h0, c0, sizes, last)
+            y, *state = _RecurrentScan.apply(
+                self._kernels[self.mode], x, w_ih, b_ih, w_hh, b_hh, h0, c0, sizes, last
+            )
             state = tuple(state)
         else:
-            gx = _linear(x2d, w_ih, b_ih).view(T, B, -1)  # (T, B, G)
+            T, B, C = x.shape
+            gx = _linear(x.reshape(T * B, C), w_ih, b_ih).view(T, B, -1)  # (T, B, G)
             init = (h0,) if c0 is None else (h0, c0)
             valid = None if padding is None else padding.valid
             y, state = _reference_scan(self._steps[self.mode], gx, init, w_hh, b_hh, valid)

@@ -236,25 +236,30 @@ def test_device_and_dtype_arguments():
 )  # fmt: skip
 @pytest.mark.parametrize("padded", [False, True], ids=["full", "padded"])
 def test_recurrent_scan_gradcheck(kernel, padded):
+    # The hand-written backward of one layer-direction against finite differences.
     torch.manual_seed(0)
-    steps, batch, hidden = 4, 3, 2
+    steps, batch, features, hidden = 4, 3, 2, 2
     G = kernel.num_gates * hidden
     opts = dict(dtype=torch.float64, requires_grad=True)
-    gx = torch.randn(steps, batch, G, **opts)
-    w_hh = torch.randn(G, hidden, **opts)
-    b_hh = None if kernel.folds_hh_bias else torch.randn(G, **opts)
+    x = torch.randn(steps, batch, features, **opts)
+    w_ih, b_ih = torch.randn(G, features, **opts), torch.randn(G, **opts)
+    w_hh, b_hh = torch.randn(G, hidden, **opts), torch.randn(G, **opts)
     h0 = torch.randn(batch, hidden, **opts)
     c0 = torch.randn(batch, hidden, **opts) if kernel.has_cell else None
     sizes, last = None, None
     if padded:  # lengths 4, 2, 1 (sorted, as the layer passes them)
         sizes, last = [3, 2, 1, 1], torch.tensor([3, 1, 0])
     if kernel is _RNNReluKernel:
-        gx = (gx.detach() + 0.5).requires_grad_()  # keep pre-activations away from the kink
+        b_ih = (b_ih.detach() + 1.0).requires_grad_()  # keep pre-activations off the kink
 
-    def fn(gx, w_hh, b_hh, h0, c0):
-        return _RecurrentScan.apply(kernel, gx, w_hh, b_hh, h0, c0, sizes, last)
+    def fn(x, w_ih, b_ih, w_hh, b_hh, h0, c0):
+        return _RecurrentScan.apply(kernel, x, w_ih, b_ih, w_hh, b_hh, h0, c0, sizes, last)
 
-    assert torch.autograd.gradcheck(fn, (gx, w_hh, b_hh, h0, c0))
+    assert torch.autograd.gradcheck(fn, (x, w_ih, b_ih, w_hh, b_hh, h0, c0))
+    # Without biases, too.
+    assert torch.autograd.gradcheck(
+        lambda x, w_ih, w_hh, h0: fn(x, w_ih, None, w_hh, None, h0, c0), (x, w_ih, w_hh, h0)
+    )
 
 
 @pytest.mark.parametrize("cls", [layers.RNN, layers.LSTM, layers.GRU])

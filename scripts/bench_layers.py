@@ -1,0 +1,235 @@
+"""Times dlkit layers against their torch.nn namesakes, forward + backward.
+
+Every case builds the torch.nn module, builds the dlkit module and loads the torch
+module's state_dict into it with ``strict=True``, so both do identical work on the same
+weights and inputs. Each repeat times one forward + backward of each module, in
+alternating order, so both see the same load on a shared machine; the table shows the
+median time of each and the median of the per-repeat ratios (dlkit / torch). On a
+machine whose cores are shared with other jobs, ``--stat min`` reports the fastest
+repeat of each instead (interference only ever adds time) and their ratio.
+
+Usage::
+
+    python scripts/bench_layers.py                 # all cases, CPU (+ CUDA if available)
+    python scripts/bench_layers.py --quick         # fewer repeats
+    python scripts/bench_layers.py --only lstm gru # cases whose name contains a word
+    python scripts/bench_layers.py --no-mkldnn     # torch without oneDNN kernels
+    python scripts/bench_layers.py --stat min      # fastest repeats, for a busy machine
+
+Adding a layer family: append ``Case`` objects to ``CASES`` in a new section below the
+existing ones (one section per family, marked by a ``# ---- Family`` comment).
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor, nn
+
+from dlkit import layers
+
+
+@dataclass(frozen=True)
+class Case:
+    """One benchmark: a dlkit module against its torch.nn namesake.
+
+    Args:
+        name: Short unique name, e.g. ``"lstm-2layer"``; ``--only`` matches on it.
+        make_dlkit: Builds the dlkit module (its weights are then overwritten).
+        make_torch: Builds the torch.nn module.
+        make_inputs: Returns the positional call arguments on a device. Tensors that
+            should receive gradients must have ``requires_grad=True``.
+        target: The dlkit / torch time ratio the case must stay under. Defaults to 1.5.
+    """
+
+    name: str
+    make_dlkit: Callable[[], nn.Module]
+    make_torch: Callable[[], nn.Module]
+    make_inputs: Callable[[torch.device], tuple]
+    target: float = 1.5
+
+
+CASES: list[Case] = []
+
+# ---- Recurrent: dlkit.layers.RNN / LSTM / GRU ---------------------------------------
+# Batch 64, 50 steps, 32 input features, 128 hidden units; the shape of a small
+# sequence model. Inputs need gradients, as they do for any layer inside a network.
+
+_RNN_T, _RNN_B, _RNN_I, _RNN_H = 50, 64, 32, 128
+
+
+def _sequence(device: torch.device) -> tuple[Tensor]:
+    x = torch.randn(_RNN_T, _RNN_B, _RNN_I, device=device)  # (T, B, I)
+    return (x.requires_grad_(),)
+
+
+for _family in ("LSTM", "GRU"):
+    for _suffix, _kwargs in (
+        ("1layer", {}),
+        ("2layer", {"num_layers": 2}),
+        ("bidir", {"bidirectional": True}),
+    ):
+        CASES.append(
+            Case(
+                name=f"{_family.lower()}-{_suffix}",
+                make_dlkit=lambda f=_family, kw=_kwargs: getattr(layers, f)(
+                    _RNN_I, _RNN_H, **kw
+                ),
+                make_torch=lambda f=_family, kw=_kwargs: getattr(nn, f)(_RNN_I, _RNN_H, **kw),
+                make_inputs=_sequence,
+            )
+        )
+
+
+# ---- (new layer families go here, one section each) ---------------------------------
+
+
+# ---- Harness --------------------------------------------------------------------------
+
+
+def _tensors(out: object) -> list[Tensor]:
+    """Every tensor in a (nested) module output."""
+    if isinstance(out, Tensor):
+        return [out]
+    if isinstance(out, (tuple, list)):
+        return [t for item in out for t in _tensors(item)]
+    return []
+
+
+class _Runner:
+    """One module, its inputs and fixed upstream gradients: ``step()`` = fwd + bwd."""
+
+    def __init__(self, module: nn.Module, inputs: tuple, device: torch.device) -> None:
+        self.module, self.inputs, self.device = module, inputs, device
+        outputs = [t for t in _tensors(module(*inputs)) if t.requires_grad]
+        g = torch.Generator(device=device).manual_seed(0)
+        # Dense random upstream gradients, as a loss above the layer would send.
+        self.grads = [torch.randn(t.shape, generator=g, device=device, dtype=t.dtype)
+                      for t in outputs]  # fmt: skip
+
+    def step(self) -> None:
+        outputs = [t for t in _tensors(self.module(*self.inputs)) if t.requires_grad]
+        torch.autograd.backward(outputs, self.grads)
+
+    def timed_step(self) -> float:
+        """Seconds for one forward + backward (gradients cleared beforehand)."""
+        self.module.zero_grad(set_to_none=True)
+        for x in self.inputs:
+            if isinstance(x, Tensor):
+                x.grad = None
+        self._sync()
+        start = time.perf_counter()
+        self.step()
+        self._sync()
+        return time.perf_counter() - start
+
+    def _sync(self) -> None:
+        if self.device.type == "cuda":
+            torch.cuda.synchronize(self.device)
+
+
+@dataclass
+class Result:
+    case: Case
+    device: torch.device
+    dlkit_ms: float
+    torch_ms: float
+    ratio: float
+
+    @property
+    def met(self) -> bool:
+        return self.ratio <= self.case.target
+
+
+def run_case(
+    case: Case, device: torch.device, repeats: int, warmup: int, stat: str = "median"
+) -> Result:
+    """Times ``case`` on ``device``: warm-up, then ``repeats`` alternating paired runs.
+
+    ``stat="median"``: median times and the median of the per-repeat ratios;
+    ``stat="min"``: the fastest time of each and their ratio.
+    """
+    torch.manual_seed(0)
+    reference = case.make_torch().to(device)
+    ours = case.make_dlkit().to(device)
+    ours.load_state_dict(reference.state_dict(), strict=True)  # same weights, same work
+    inputs = case.make_inputs(device)
+    runners = {"dlkit": _Runner(ours, inputs, device), "torch": _Runner(reference, inputs, device)}
+    for _ in range(warmup):
+        for runner in runners.values():
+            runner.step()
+    times: dict[str, list[float]] = {"dlkit": [], "torch": []}
+    for r in range(repeats):
+        order = ("dlkit", "torch") if r % 2 == 0 else ("torch", "dlkit")
+        for key in order:
+            times[key].append(runners[key].timed_step())
+    if stat == "min":
+        ours_s, torch_s = min(times["dlkit"]), min(times["torch"])
+        ratio = ours_s / torch_s
+    else:
+        ours_s, torch_s = statistics.median(times["dlkit"]), statistics.median(times["torch"])
+        ratio = statistics.median(a / b for a, b in zip(times["dlkit"], times["torch"]))
+    return Result(case, device, dlkit_ms=1e3 * ours_s, torch_ms=1e3 * torch_s, ratio=ratio)
+
+
+def markdown_table(results: Sequence[Result]) -> str:
+    rows = [
+        "| case | device | dlkit ms | torch ms | ratio | target | met |",
+        "|---|---|---:|---:|---:|---:|:---:|",
+    ]
+    for r in results:
+        rows.append(
+            f"| {r.case.name} | {r.device.type} | {r.dlkit_ms:.2f} | {r.torch_ms:.2f} | "
+            f"{r.ratio:.2f} | ≤ {r.case.target:.2f} | {'yes' if r.met else 'NO'} |"
+        )
+    return "\n".join(rows)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--quick", action="store_true", help="5 repeats, 2 warm-ups")
+    parser.add_argument("--repeats", type=int, default=None, help="paired repeats (default 21)")
+    parser.add_argument("--only", nargs="+", default=None, metavar="WORD",
+                        help="run cases whose name contains any of these words")  # fmt: skip
+    parser.add_argument("--device", choices=["cpu", "cuda"], action="append", default=None,
+                        help="devices to run on (default: cpu, and cuda if available)")  # fmt: skip
+    parser.add_argument("--stat", choices=["median", "min"], default="median",
+                        help="median of paired repeats, or the fastest repeat of each")  # fmt: skip
+    parser.add_argument("--threads", type=int, default=None, help="torch.set_num_threads")
+    parser.add_argument("--no-mkldnn", action="store_true",
+                        help="disable oneDNN for the whole run (torch.nn.LSTM then runs its "
+                             "ATen loop instead of the fused oneDNN kernel)")  # fmt: skip
+    args = parser.parse_args(argv)
+
+    repeats = args.repeats or (5 if args.quick else 21)
+    warmup = 2 if args.quick else 5
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    if args.no_mkldnn:
+        torch.backends.mkldnn.enabled = False
+    devices = [torch.device(d) for d in (args.device or ["cpu"])]
+    if args.device is None and torch.cuda.is_available():
+        devices.append(torch.device("cuda"))
+    cases = [c for c in CASES if not args.only or any(w in c.name for w in args.only)]
+    if not cases:
+        parser.error(f"no case matches {args.only}; cases: {[c.name for c in CASES]}")
+
+    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, "
+          f"oneDNN {'off' if args.no_mkldnn else 'on'}, {repeats} repeats, {args.stat}\n")  # fmt: skip
+    results = []
+    for device in devices:
+        for case in cases:
+            results.append(run_case(case, device, repeats, warmup, args.stat))
+            print(f"  {case.name} ({device.type}): ratio {results[-1].ratio:.2f}", flush=True)
+    print()
+    print(markdown_table(results))
+    return 0 if all(r.met for r in results) else 1
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
