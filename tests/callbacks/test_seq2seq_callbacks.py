@@ -1,0 +1,136 @@
+"""Seq2seq callbacks: attention heatmaps and text in TensorBoard, the teacher-forcing schedule."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import pytest
+import torch
+from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger
+
+from dlkit.callbacks import AttentionHeatmapLogger, TeacherForcingSchedule
+from dlkit.callbacks.attention_logger import attention_image
+from dlkit.data import DateTranslationDataModule
+from dlkit.tasks import Seq2Seq
+from tests.tasks.seq2seq_standins import CopyOracle, TinySeq2Seq
+
+QUIET = {"verbose": False, "enable_model_summary": False}
+
+
+@pytest.fixture(autouse=True)
+def _one_thread():
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+@pytest.fixture(scope="module")
+def dates() -> DateTranslationDataModule:
+    dm = DateTranslationDataModule(num_train=128, num_val=32, num_test=32, batch_size=32, seed=1)
+    dm.setup()
+    return dm
+
+
+def _task(dm: DateTranslationDataModule) -> Seq2Seq:
+    torch.manual_seed(0)
+    return Seq2Seq(TinySeq2Seq(len(dm.src_vocab), len(dm.tgt_vocab), hidden=16), metrics=["token_acc"])
+
+
+def _events(event_dir: Path) -> tuple[dict[str, int], dict[str, list[str]]]:
+    """``({image tag: count}, {text tag: [markdown, ...]})`` of TensorBoard event files."""
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    images: dict[str, int] = {}
+    texts: dict[str, list[str]] = {}
+    for f in sorted(event_dir.rglob("events.out.tfevents.*")):
+        acc = EventAccumulator(str(f), size_guidance={"images": 0, "tensors": 0})
+        acc.Reload()
+        for tag in acc.Tags()["images"]:
+            images[tag] = images.get(tag, 0) + len(acc.Images(tag))
+        for tag in acc.Tags()["tensors"]:
+            for event in acc.Tensors(tag):
+                texts.setdefault(tag, []).append(event.tensor_proto.string_val[0].decode())
+    return images, texts
+
+
+def test_attention_image_is_a_hot_heatmap_scaled_to_the_largest_weight() -> None:
+    weights = torch.tensor([[0.0, 1.0], [0.5, 0.5]])
+    img = attention_image(weights, cell=3)
+    assert img.shape == (3, 6, 6) and img.min() >= 0 and img.max() <= 1
+    assert torch.equal(img[:, 0, 0], torch.zeros(3))  # weight 0: black
+    assert torch.equal(img[:, 0, 3], torch.ones(3))  # the largest weight: white
+    assert img[0, 3, 0] == 1 and img[2, 3, 0] == 0  # half: red and some yellow, no blue
+    with pytest.raises(ValueError, match=r"\(T, S\)"):
+        attention_image(torch.ones(2, 2, 2))
+
+
+def test_heatmaps_and_text_panel_reach_tensorboard(dates, tmp_path: Path) -> None:
+    task = _task(dates)
+    logger = TensorBoardLogger(tmp_path, name="tb", version="")
+    cb = AttentionHeatmapLogger(every_n_epochs=2, num_examples=3, cell=4)
+    task.fit(dates, epochs=3, logger=logger, callbacks=[cb], limit_train_batches=1, **QUIET)
+    images, texts = _events(tmp_path / "tb")
+    # Epochs 0 and 2 of 0..2: two of each image.
+    assert images == {"attention/0": 2, "attention/1": 2, "attention/2": 2}
+    (panel, *_), = texts.values()
+    source, reference = dates.examples("val")[0]
+    assert source.replace("|", "\\|") in panel and reference in panel and "columns" in panel
+
+
+def test_render_shapes_follow_the_decoded_and_source_lengths(dates) -> None:
+    task = _task(dates)
+    task.bind_data(dates)
+    examples = dates.examples("val")[:2]
+    panel = AttentionHeatmapLogger(cell=2).render(task, examples)
+    for (source, _), image, prediction in zip(examples, panel["images"], panel["predictions"]):
+        rows = min(len(prediction) + 1, task.max_decode_len)  # + <eos>, unless cut at max length
+        assert image.shape == (3, 2 * rows, 2 * len(source))
+    assert task.net.training  # render restores the mode it found
+
+
+def test_networks_without_attention_get_the_text_panel_only(dates) -> None:
+    task = Seq2Seq(CopyOracle(len(dates.src_vocab)), metrics=["token_acc"])
+    task.bind_data(dates)
+    task.tgt_vocab = dates.src_vocab  # the copier writes source tokens
+    panel = AttentionHeatmapLogger().render(task, dates.examples("val")[:2])
+    assert panel["images"] == [] and panel["predictions"] == [s for s, _ in dates.examples("val")[:2]]
+    assert "| yes |" not in panel["text"] and "| no |" in panel["text"]
+
+
+def test_without_tensorboard_the_logger_does_nothing(dates, tmp_path: Path, caplog) -> None:
+    task = _task(dates)
+    with caplog.at_level(logging.DEBUG, logger="dlkit.callbacks.attention_logger"):
+        task.fit(dates, epochs=1, logger=CSVLogger(tmp_path), callbacks=[AttentionHeatmapLogger()],
+                 limit_train_batches=1, **QUIET)
+    assert "no TensorBoard logger" in caplog.text
+
+
+def test_teacher_forcing_schedule_sets_and_logs_the_ratio_every_epoch(dates) -> None:
+    task = _task(dates)
+    history = task.fit(dates, epochs=3, callbacks=[TeacherForcingSchedule(1.0, 0.5)], limit_train_batches=1,
+                       limit_val_batches=1, **QUIET)
+    assert history.history["train/teacher_forcing"] == pytest.approx([1.0, 0.75, 0.5])
+    assert task.net.ratios[0] == 1.0 and 0.5 in task.net.ratios and task.teacher_forcing == 0.5
+
+
+@pytest.mark.parametrize("kind", ["linear", "exponential", "inverse_sigmoid"])
+def test_schedules_go_from_start_to_end_monotonically(kind: str) -> None:
+    schedule = TeacherForcingSchedule(0.9, 0.3, kind=kind)
+    values = [schedule.ratio(e, 8) for e in range(12)]
+    assert values[0] == pytest.approx(0.9) and values[8:] == pytest.approx([0.3] * 4)
+    assert all(a >= b for a, b in zip(values, values[1:]))
+
+
+def test_schedule_rejects_bad_values_and_tasks_without_a_ratio(dates) -> None:
+    for kwargs, key in [({"start": 1.5}, "start"), ({"end": -0.1}, "end"), ({"num_epochs": 0}, "num_epochs"),
+                        ({"kind": "cosine"}, "kind"), ({"end": 0.0, "kind": "exponential"}, "exponential")]:
+        with pytest.raises(ValueError, match=key):
+            TeacherForcingSchedule(**kwargs)
+    from dlkit import Classifier, create_model
+
+    clf = Classifier(create_model("mlp", in_features=4, hidden_sizes=(4,), num_classes=2))
+    with pytest.raises(TypeError, match="teacher_forcing"):
+        clf.fit(torch.zeros(8, 4), torch.zeros(8, dtype=torch.long), epochs=1,
+                callbacks=[TeacherForcingSchedule()], **QUIET)
