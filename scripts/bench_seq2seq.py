@@ -1,0 +1,190 @@
+"""Train the sequence experiments end to end and print the README's table.
+
+Runs ``seq2seq_rnn_dates``, ``seq2seq_bahdanau_dates``, ``seq2seq_luong_dates``,
+``transformer_dates`` and ``lstm_fashion_rows`` (or those named with ``--experiments``)
+one after another, each composed in-process from ``dlkit/conf/train.yaml`` exactly as
+``dlkit-train experiment=<name>`` would, trained with :func:`dlkit.train.train` and
+tested on its best checkpoint. Prints one line per epoch, then a markdown table: test
+exact match / BLEU / token accuracy for the date experiments (test accuracy for the
+classifiers), epochs and wall time (data generation, training, validation decoding
+and testing included). Run folders: ``logs/bench_seq2seq/<timestamp>/<experiment>``;
+``bench.json`` there holds every record.
+
+Examples::
+
+    .venv/bin/python scripts/bench_seq2seq.py
+    .venv/bin/python scripts/bench_seq2seq.py --experiments transformer_dates --threads 2
+    # Any Hydra override applies to every experiment:
+    .venv/bin/python scripts/bench_seq2seq.py --experiments seq2seq_bahdanau_dates trainer.max_epochs=4
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+import lightning as L
+
+REPO = Path(__file__).resolve().parents[1]
+EXPERIMENTS = [
+    "seq2seq_rnn_dates",
+    "seq2seq_bahdanau_dates",
+    "seq2seq_luong_dates",
+    "transformer_dates",
+    "lstm_fashion_rows",
+]
+_SHOWN = ("train/loss", "val/loss", "val/token_acc", "val/exact_match", "val/acc")
+
+
+class EpochPrinter(L.Callback):
+    """Print the epoch's main metrics and wall time on one line (instead of a progress bar).
+
+    Example:
+        >>> trainer = L.Trainer(callbacks=[EpochPrinter()], enable_progress_bar=False)
+    """
+
+    def __init__(self) -> None:
+        self._start = 0.0
+
+    def on_train_epoch_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self._start = time.perf_counter()
+
+    def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        metrics = trainer.callback_metrics
+        shown = " ".join(f"{k}={float(metrics[k]):.4f}" for k in _SHOWN if k in metrics)
+        elapsed = time.perf_counter() - self._start
+        print(f"  epoch {trainer.current_epoch + 1}/{trainer.max_epochs} {shown} ({elapsed:.0f} s)", flush=True)
+
+
+def compose(experiment: str, overrides: list[str], output_dir: Path) -> Any:
+    """Compose ``train.yaml`` for ``experiment`` as ``dlkit-train`` would, writing to ``output_dir``.
+
+    Args:
+        experiment: Name of a file in ``dlkit/conf/experiment``.
+        overrides: Hydra overrides, e.g. ``["trainer.max_epochs=1"]``.
+        output_dir: The run folder.
+
+    Returns:
+        The composed ``DictConfig`` (``HydraConfig`` set, so ``${hydra:...}`` resolves).
+
+    Example:
+        >>> cfg = compose("transformer_dates", ["trainer.max_epochs=1"], Path("/tmp/run"))
+    """
+    from hydra import compose as hydra_compose
+    from hydra import initialize_config_module
+    from hydra.core.global_hydra import GlobalHydra
+    from hydra.core.hydra_config import HydraConfig
+    from omegaconf import open_dict
+
+    GlobalHydra.instance().clear()
+    with initialize_config_module(config_module="dlkit.conf", version_base="1.3"):
+        cfg = hydra_compose("train", overrides=[f"experiment={experiment}", *overrides], return_hydra_config=True)
+    with open_dict(cfg):
+        cfg.hydra.runtime.output_dir = str(output_dir)
+        cfg.hydra.job.num = 0
+    HydraConfig.instance().set_config(cfg)
+    with open_dict(cfg):
+        cfg.paths.output_dir = str(output_dir)
+    return cfg
+
+
+def run(experiment: str, overrides: list[str], output_dir: Path) -> dict[str, Any]:
+    """Train and test one experiment; return its benchmark record.
+
+    Args:
+        experiment: Name of a file in ``dlkit/conf/experiment``.
+        overrides: Extra Hydra overrides.
+        output_dir: The run folder.
+
+    Returns:
+        ``{"experiment", "exact_match", "bleu", "token_acc", "acc", "epochs", "wall_time_s", ...}``
+        (metrics the experiment does not have are None).
+
+    Example:
+        >>> run("seq2seq_bahdanau_dates", ["trainer.max_epochs=1"], Path("/tmp/b"))["exact_match"]
+    """
+    import torch
+    from omegaconf import open_dict
+
+    from dlkit.train import train
+
+    cfg = compose(experiment, overrides, output_dir)
+    with open_dict(cfg):
+        if cfg.get("callbacks") is None:
+            cfg.callbacks = {}
+        # One line per epoch instead of a progress bar, which floods log files.
+        cfg.callbacks.pop("rich_progress_bar", None)
+        cfg.callbacks.pop("model_summary", None)
+        cfg.trainer.enable_progress_bar = False
+        cfg.callbacks.epoch_printer = {"_target_": f"{EpochPrinter.__module__}.{EpochPrinter.__qualname__}"}
+    print(f"{experiment}: {cfg.model.name}, {cfg.trainer.max_epochs} epochs, {torch.get_num_threads()} threads",
+          flush=True)
+    started = time.perf_counter()
+    metrics, objects = train(cfg)
+    wall = time.perf_counter() - started
+    return {
+        "experiment": experiment,
+        "model": cfg.model.name,
+        "overrides": overrides,
+        "exact_match": metrics.get("test/exact_match"),
+        "bleu": metrics.get("test/bleu"),
+        "token_acc": metrics.get("test/token_acc"),
+        "acc": metrics.get("test/acc"),
+        "epochs": objects["trainer"].current_epoch,
+        "threads": torch.get_num_threads(),
+        "wall_time_s": round(wall, 1),
+        "output_dir": str(output_dir),
+    }
+
+
+def _pct(value: float | None) -> str:
+    return f"{100 * value:.2f} %" if value is not None else "–"
+
+
+def markdown(records: list[dict[str, Any]]) -> str:
+    """The README table: one row per experiment.
+
+    Example:
+        >>> print(markdown([run("transformer_dates", [], Path("/tmp/b"))]))
+    """
+    lines = [
+        "| experiment | model | test exact match | test BLEU | test token acc | test acc | epochs | wall time |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    for r in records:
+        bleu = f"{r['bleu']:.4f}" if r["bleu"] is not None else "–"
+        lines.append(
+            f"| {r['experiment']} | {r['model']} | {_pct(r['exact_match'])} | {bleu} | {_pct(r['token_acc'])} | "
+            f"{_pct(r['acc'])} | {r['epochs']} | {r['wall_time_s'] / 60:.1f} min |"
+        )
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> list[dict[str, Any]]:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--experiments", nargs="+", default=EXPERIMENTS, help="Experiments to run, in order.")
+    parser.add_argument("--threads", type=int, default=None, help="torch intra-op threads (default: torch's).")
+    parser.add_argument("--output-dir", type=Path, default=None, help="Parent of the run folders.")
+    parser.add_argument("overrides", nargs="*", help="Hydra overrides applied to every experiment.")
+    args = parser.parse_args(argv)
+
+    import torch
+
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    root = args.output_dir or REPO / "logs" / "bench_seq2seq" / datetime.now().strftime("%Y-%m-%d_%H-%M-%S")
+    records = []
+    for experiment in args.experiments:
+        records.append(run(experiment, list(args.overrides), root / experiment))
+        (root / "bench.json").write_text(json.dumps(records, indent=2) + "\n")
+    print("\n" + markdown(records), flush=True)
+    return records
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])
