@@ -86,6 +86,45 @@ for _family in ("LSTM", "GRU"):
         )
 
 
+# ---- Attention: dlkit.layers.MultiheadAttention / TransformerEncoderLayer -------------
+# Batch 32, 128 tokens, d_model 256, 8 heads, batch_first: one block of a small
+# Transformer. Self-attention (query is key is value), so both layers use the packed
+# (3E, E) input projection. MultiheadAttention keeps torch's default need_weights=True,
+# so both run the explicit matmul + softmax and backpropagate through the returned
+# weights too; the encoder layer asks for no weights (scaled_dot_product_attention in
+# both) and keeps torch's defaults: dim_feedforward 2048, dropout 0.1, relu, post-LN.
+
+_ATT_B, _ATT_T, _ATT_E, _ATT_H = 32, 128, 256, 8
+
+
+def _tokens(device: torch.device) -> tuple[Tensor]:
+    x = torch.randn(_ATT_B, _ATT_T, _ATT_E, device=device)  # (B, T, E)
+    return (x.requires_grad_(),)
+
+
+def _self_attention(device: torch.device) -> tuple[Tensor, Tensor, Tensor]:
+    (x,) = _tokens(device)
+    return (x, x, x)  # one tensor: the packed-projection path
+
+
+CASES += [
+    Case(
+        name="multihead-attention",
+        make_dlkit=lambda: layers.MultiheadAttention(_ATT_E, _ATT_H, batch_first=True),
+        make_torch=lambda: nn.MultiheadAttention(_ATT_E, _ATT_H, batch_first=True),
+        make_inputs=_self_attention,
+        target=1.1,
+    ),
+    Case(
+        name="transformer-encoder-layer",
+        make_dlkit=lambda: layers.TransformerEncoderLayer(_ATT_E, _ATT_H, batch_first=True),
+        make_torch=lambda: nn.TransformerEncoderLayer(_ATT_E, _ATT_H, batch_first=True),
+        make_inputs=_tokens,
+        target=1.1,
+    ),
+]
+
+
 # ---- (new layer families go here, one section each) ---------------------------------
 
 
