@@ -343,8 +343,9 @@ class Seq2SeqConfig:
         num_layers: Stacked recurrent layers, in the encoder and the decoder (the decoder
             starts from the encoder's final state, layer by layer).
         cell: ``"gru"`` or ``"lstm"``.
-        dropout: Dropout on the embeddings, between stacked layers and before the output
-            layer.
+        dropout: Dropout on the embeddings and between stacked recurrent layers.
+        drop_rate: Dropout before the output layer (the classifier over the target
+            vocabulary; the key every dlkit model config has).
         bidirectional: Read the source in both directions. The two directions are summed
             (outputs and final states), so the decoder and the attention see
             ``hidden_size`` features either way and no parameter is added.
@@ -367,6 +368,7 @@ class Seq2SeqConfig:
     num_layers: int = 1
     cell: Literal["gru", "lstm"] = "gru"
     dropout: float = 0.0
+    drop_rate: float = 0.0
     bidirectional: bool = False
     attention_size: int | None = None
     score: Literal["dot", "general", "concat"] = "dot"
@@ -487,6 +489,7 @@ class _RecurrentDecoder(Decoder):
             batch_first=True,
             dropout=cfg.dropout if cfg.num_layers > 1 else 0.0,
         )
+        self.head_drop = Dropout(cfg.drop_rate)
         self.fc = nn.Linear(out_features, cfg.tgt_vocab_size)
         self.hidden_size = cfg.hidden_size
 
@@ -535,7 +538,7 @@ class RNNDecoder(_RecurrentDecoder):
         B, T, _ = emb.shape
         context = state["context"].unsqueeze(1).expand(B, T, self.hidden_size)  # (B, H) -> (B, T, H)
         out, state = self._run(torch.cat([emb, context], dim=-1), state)  # (B, T, H)
-        return self.fc(self.dropout(out)), state
+        return self.fc(self.head_drop(out)), state
 
 
 # Attention with the keys' projection computed once per source. The query of a decoder
@@ -621,7 +624,7 @@ class BahdanauDecoder(_RecurrentDecoder, AttentionDecoder):
             weights.append(self.attention.attention_weights)
         self._attention_weights = torch.cat(weights, dim=1).detach()  # T x (B, 1, S) -> (B, T, S)
         out = torch.cat(outputs, dim=1)  # (B, T, H)
-        return self.fc(self.dropout(out)), state
+        return self.fc(self.head_drop(out)), state
 
 
 class LuongDecoder(_RecurrentDecoder, AttentionDecoder):
@@ -675,7 +678,7 @@ class LuongDecoder(_RecurrentDecoder, AttentionDecoder):
             out, state = self._run(emb, state)  # (B, T, H)
             h_tilde = self._attentional(out, state)
             self._attention_weights = self.attention.attention_weights.detach()
-            return self.fc(self.dropout(h_tilde)), state
+            return self.fc(self.head_drop(h_tilde)), state
         outputs, weights = [], []
         for t in range(emb.shape[1]):
             x = torch.cat([emb[:, t : t + 1], state["feed"].unsqueeze(1)], dim=-1)  # (B, 1, E + H)
@@ -685,7 +688,7 @@ class LuongDecoder(_RecurrentDecoder, AttentionDecoder):
             outputs.append(h_tilde)
             weights.append(self.attention.attention_weights)
         self._attention_weights = torch.cat(weights, dim=1).detach()  # (B, T, S)
-        return self.fc(self.dropout(torch.cat(outputs, dim=1))), state
+        return self.fc(self.head_drop(torch.cat(outputs, dim=1))), state
 
 
 # ----------------------------------------------------------------------------- model

@@ -32,6 +32,7 @@ import torch.nn as nn
 from torch import Tensor
 
 from dlkit.layers import (
+    Dropout,
     LayerNorm,
     SinusoidalPositionalEncoding,
     TransformerDecoder,
@@ -68,6 +69,8 @@ class TransformerSeq2SeqConfig:
         dim_feedforward: Hidden size of each layer's feed-forward network.
         dropout: Dropout after the positional encoding, on attention weights, in the
             feed-forward networks and on the residual branches.
+        drop_rate: Dropout before the output layer (the key every dlkit model config
+            has; usually 0 here, ``dropout`` regularises the layers).
         activation: Feed-forward activation (``"relu"``, ``"gelu"``, ...).
         norm_first: Pre-LN layers (plus a final LayerNorm on each stack) instead of the
             original post-LN.
@@ -88,6 +91,7 @@ class TransformerSeq2SeqConfig:
     num_decoder_layers: int = 2
     dim_feedforward: int = 512
     dropout: float = 0.1
+    drop_rate: float = 0.0
     activation: str = "relu"
     norm_first: bool = False
     share_embeddings: bool = False
@@ -214,6 +218,7 @@ class TransformerSeq2SeqDecoder(AttentionDecoder):
         )  # fmt: skip
         norm = LayerNorm(cfg.d_model) if cfg.norm_first else None
         self.layers = TransformerDecoder(layer, cfg.num_decoder_layers, norm=norm)
+        self.head_drop = Dropout(cfg.drop_rate)
         self.fc = nn.Linear(cfg.d_model, cfg.tgt_vocab_size)
         self.pad_id = cfg.pad_id
         # The layers call their attention with need_weights=False (the fused kernel); for
@@ -227,7 +232,7 @@ class TransformerSeq2SeqDecoder(AttentionDecoder):
         return args, {**kwargs, "need_weights": True, "average_attn_weights": True}
 
     def _keep_weights(self, module: nn.Module, args: tuple, kwargs: dict, output: Any) -> None:
-        self._cross_weights = output[1]
+        self._cross_weights = output[1].detach()
 
     def init_state(self, enc_outputs: Tensor, enc_state: Any, src_lengths: Tensor) -> State:
         B, S, _ = enc_outputs.shape
@@ -256,7 +261,7 @@ class TransformerSeq2SeqDecoder(AttentionDecoder):
                 "the hooks that request them no longer match dlkit.layers.TransformerDecoderLayer."
             )
         self._attention_weights = self._cross_weights[:, P:].detach()  # (B, L, S) -> (B, T, S)
-        return self.fc(y[:, P:]), {**state, "prefix": tokens}
+        return self.fc(self.head_drop(y[:, P:])), {**state, "prefix": tokens}
 
 
 class TransformerSeq2Seq(EncoderDecoder):
