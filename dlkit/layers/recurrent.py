@@ -568,9 +568,13 @@ class _RecurrentScan(torch.autograd.Function):
         ctx.kernel, ctx.last, ctx.fold = kernel, last, fold
         # Through save_for_backward, an in-place change of these before backward raises.
         ctx.save_for_backward(x2d, w_ih, w_hh, h0, y)
+        # The kernel (kept on ctx for backward) holds the buffer y. Returning y itself would
+        # make a cycle output -> grad_fn -> ctx -> kernel -> output that passes through C++
+        # and is never freed (about one graph per call leaked); an alias sharing y's storage
+        # and version counter breaks it.
         if kernel.has_cell:
-            return y, h_n, kernel.final_cell(last)
-        return y, h_n
+            return y.detach(), h_n, kernel.final_cell(last)
+        return y.detach(), h_n
 
     @staticmethod
     @once_differentiable

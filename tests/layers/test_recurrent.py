@@ -446,3 +446,19 @@ def test_bad_cell_input_raises():
         cell(torch.randn(B, I), (torch.zeros(B, H), torch.zeros(B + 1, H)))
     with pytest.raises(ValueError, match=rf"GRUCell expected hx of shape \({H},\)"):
         layers.GRUCell(I, H)(torch.randn(I), torch.zeros(1, H))
+
+
+@pytest.mark.parametrize("cls", [layers.GRU, layers.LSTM, layers.RNN])
+def test_graphs_are_freed_after_backward(cls) -> None:
+    # Regression: returning the kernel's own output buffer made a reference cycle through
+    # autograd's C++ graph, so every forward leaked its whole graph.
+    import gc
+    import weakref
+
+    layer = cls(4, 8, batch_first=True)
+    out, _ = layer(torch.randn(3, 5, 4, requires_grad=True))
+    probe = weakref.ref(out)
+    out.sum().backward()
+    del out, _
+    gc.collect()
+    assert probe() is None, "the output (and with it the autograd graph) is still alive"
