@@ -23,6 +23,7 @@ existing ones (one section per family, marked by a ``# ---- Family`` comment).
 from __future__ import annotations
 
 import argparse
+import functools
 import statistics
 import time
 from collections.abc import Callable, Sequence
@@ -68,22 +69,24 @@ def _sequence(device: torch.device) -> tuple[Tensor]:
     return (x.requires_grad_(),)
 
 
-for _family in ("LSTM", "GRU"):
-    for _suffix, _kwargs in (
-        ("1layer", {}),
-        ("2layer", {"num_layers": 2}),
-        ("bidir", {"bidirectional": True}),
-    ):
-        CASES.append(
-            Case(
-                name=f"{_family.lower()}-{_suffix}",
-                make_dlkit=lambda f=_family, kw=_kwargs: getattr(layers, f)(
-                    _RNN_I, _RNN_H, **kw
-                ),
-                make_torch=lambda f=_family, kw=_kwargs: getattr(nn, f)(_RNN_I, _RNN_H, **kw),
-                make_inputs=_sequence,
-            )
-        )
+_LSTM = functools.partial(layers.LSTM, _RNN_I, _RNN_H)
+_TORCH_LSTM = functools.partial(nn.LSTM, _RNN_I, _RNN_H)
+_GRU = functools.partial(layers.GRU, _RNN_I, _RNN_H)
+_TORCH_GRU = functools.partial(nn.GRU, _RNN_I, _RNN_H)
+_TWO, _BIDIR = {"num_layers": 2}, {"bidirectional": True}
+
+CASES += [
+    Case("lstm-1layer", _LSTM, _TORCH_LSTM, _sequence),
+    Case("lstm-2layer", functools.partial(_LSTM, **_TWO), functools.partial(_TORCH_LSTM, **_TWO),
+         _sequence),
+    Case("lstm-bidir", functools.partial(_LSTM, **_BIDIR),
+         functools.partial(_TORCH_LSTM, **_BIDIR), _sequence),
+    Case("gru-1layer", _GRU, _TORCH_GRU, _sequence),
+    Case("gru-2layer", functools.partial(_GRU, **_TWO), functools.partial(_TORCH_GRU, **_TWO),
+         _sequence),
+    Case("gru-bidir", functools.partial(_GRU, **_BIDIR), functools.partial(_TORCH_GRU, **_BIDIR),
+         _sequence),
+]  # fmt: skip
 
 
 # ---- Attention: dlkit.layers.MultiheadAttention / TransformerEncoderLayer -------------
@@ -258,8 +261,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     if not cases:
         parser.error(f"no case matches {args.only}; cases: {[c.name for c in CASES]}")
 
-    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, "
-          f"oneDNN {'off' if args.no_mkldnn else 'on'}, {repeats} repeats, {args.stat}\n")  # fmt: skip
+    onednn = "off" if args.no_mkldnn else "on"
+    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, oneDNN {onednn}, "
+          f"{repeats} repeats, {args.stat}\n")  # fmt: skip
     results = []
     for device in devices:
         for case in cases:
