@@ -20,29 +20,41 @@ as in Keras. For every layer and direction:
 3. the loop itself runs in one of two back-ends (the ``backend`` argument):
 
 ``"bptt"`` (default)
-    :class:`_RecurrentScan`, a ``torch.autograd.Function``. Its forward runs the loop
-    without building an autograd graph and keeps the gate activations; its hand-written
-    backward (backpropagation through time) keeps only the per-step product
-    ``dgates_t @ W_hh`` inside the reverse loop and computes ``dW_hh``, ``db_hh`` (and,
-    through the input projection, ``dW_ih``, ``db_ih`` and ``dX``) each in one batched
-    matmul after it. The cell-specific pieces live in small "kernels"
-    (:class:`_RNNKernel`, :class:`_LSTMKernel`, :class:`_GRUKernel`) that write into
-    preallocated buffers.
+    :class:`_RecurrentScan`, one ``torch.autograd.Function`` per layer-direction. Its
+    forward writes the input projections into a preallocated buffer, and each step adds
+    its recurrent product into that buffer in place and turns it into gate activations,
+    without building an autograd graph. Its hand-written backward (backpropagation
+    through time, equations in :meth:`_RecurrentScan.backward`) keeps only the
+    per-step product ``d gates_t @ W_hh`` inside the reverse loop and computes ``dX``,
+    ``dW_ih``, ``dW_hh`` and the bias gradients each in one batched matmul (or sum)
+    after it. The cell-specific pieces live in small kernels (:class:`_RNNKernel`,
+    :class:`_LSTMKernel`, :class:`_GRUKernel`): a forward step, and the local
+    derivatives of a step, computed for all steps at once before the reverse loop so
+    that the loop needs a single multiply per gate group.
 ``"autograd"``
     the readable reference: the cell equations (:func:`rnn_tanh_step`,
     :func:`lstm_step`, :func:`gru_step`, the same functions the ``*Cell`` modules call)
     stepped in Python under autograd. It supports double backward and forward-mode AD;
-    the tests check that both back-ends agree with each other and with ``torch.nn``.
+    the tests check that both back-ends agree with torch.nn (and so with each other).
 
 Why a hand-written backward
 ---------------------------
-Measured on 2 CPU cores (batch 64, 50 steps, 32 inputs, 128 hidden units, forward +
-backward): autograd through a Python loop of cell steps costs ≈ 2.4× the ATen loop
-of ``torch.nn.LSTM`` and much more than its oneDNN kernel, mostly per-step autograd
-bookkeeping in the backward pass (about 15 graph nodes per step). The custom Function
-needs ≈ 6 tensor operations per step in each direction and no graph, and performs the
-weight-gradient matmuls once over all steps, where they run at full BLAS speed.
-``scripts/bench_layers.py`` reports the current ratios.
+Measured with 1 thread (CPU time; batch 64, 50 steps, 32 inputs, 128 hidden units,
+forward + backward), the ``"autograd"`` back-end costs ≈ 2.4× (GRU) to 4× (LSTM)
+``torch.nn``, mostly autograd's per-step bookkeeping in the backward pass (about 15
+graph nodes per step); the ``"bptt"`` back-end is within ≈ 1.0–1.1× of ``torch.nn``
+there: 8 tensor operations per forward step and 5 per backward step for LSTM, no graph,
+and the weight gradients in large matmuls that run at full BLAS speed.
+
+With 2 threads, ``torch.nn.LSTM`` runs oneDNN's fused LSTM kernel (≈ 9 ms on the
+machine this was written on, against ≈ 19 ms for its own ATen loop), which parallelises
+each step across cores. Here the per-step GEMMs are small (64×128×512) and scale poorly,
+and the elementwise step operations run on one core, so the gap is larger on an idle
+2-core machine than with 1 thread. ``scripts/bench_layers.py`` reports the ratios.
+
+Tried and dropped: computing the local derivatives inside the forward step (data still in
+cache) cost more than the batched pass it replaced; ``torch.jit.script`` does not remove
+Python's per-operation cost (FACTS.md).
 
 Padded batches
 --------------
