@@ -12,7 +12,7 @@ import pytest
 import torch
 from torch.testing import assert_close
 
-from dlkit.layers import AdditiveAttention, LuongAttention
+from dlkit.layers import AdditiveAttention, Dropout, LuongAttention
 from dlkit.models import EncoderDecoder, create_model, list_models
 from dlkit.models.seq2seq import Seq2SeqConfig, _attend, _project_keys, select_rows
 
@@ -258,6 +258,18 @@ def test_state_dict_round_trip(name: str) -> None:
     other.load_state_dict(net.state_dict(), strict=True)
     src, lengths, tgt_in = batch()
     assert_close(other(src, lengths, tgt_in), net(src, lengths, tgt_in))
+
+
+@pytest.mark.parametrize("name", SEQ2SEQ_MODELS)
+def test_dropout_and_drop_rate_reach_their_layers(name: str) -> None:
+    net = build(name, dropout=0.3, drop_rate=0.2)
+    assert net.decoder.head_drop.p == 0.2  # before the output layer
+    assert 0.3 in {m.p for m in net.encoder.modules() if isinstance(m, Dropout)}
+    src, lengths, tgt_in = batch()
+    net.train()
+    assert not torch.allclose(net(src, lengths, tgt_in), net(src, lengths, tgt_in))
+    net.eval()
+    assert torch.equal(net(src, lengths, tgt_in), net(src, lengths, tgt_in))
 
 
 # ----------------------------------------------------------------------------- bad input
