@@ -11,15 +11,35 @@ from hydra.utils import instantiate
 from omegaconf import OmegaConf
 
 from dlkit.config import CONF_DIR
-from dlkit.utils import instantiate_dict, instantiate_node
+from dlkit.utils import fill_model_from_data, instantiate_dict, instantiate_node
 
 CONF_FILES = sorted(p.relative_to(CONF_DIR).with_suffix("").as_posix() for p in CONF_DIR.rglob("*.yaml"))
 BUILDABLE = ("data", "model", "optimizer", "loss", "scheduler", "task", "experiment")
 
 
+def _image_folder(root: Path) -> list[str]:
+    from PIL import Image
+
+    for k, cls in enumerate(("cat", "dog")):
+        (root / "images" / cls).mkdir(parents=True)
+        for i in range(10):
+            Image.new("RGB", (12, 10), (20 * i, 100 * k, 50)).save(root / "images" / cls / f"{i}.png")
+    return [f"data.root={root / 'images'}", "data.image_size=32"]
+
+
+def _parallel_text(root: Path) -> list[str]:
+    lines = [f"word{i} is here\tmot{i} est ici" for i in range(40)]
+    (root / "pairs.tsv").write_text("\n".join(lines) + "\n", encoding="utf-8")
+    return [f"data.path={root / 'pairs.tsv'}", "task=seq2seq", "model=seq2seq_bahdanau", "loss=cross_entropy"]
+
+
+USER_DATA = {"image_folder": _image_folder, "parallel_text": _parallel_text}
+
+
 def _build_core(cfg):
     """Instantiate data, model, optimizer, scheduler, loss and task of a composed config."""
     dm = instantiate_node(cfg.data, "data")
+    fill_model_from_data(cfg, dm)  # as dlkit/train.py does: null model keys come from the data
     net = instantiate_node(cfg.model, "model")
     optimizer = instantiate_node(cfg.optimizer, "optimizer")
     scheduler = instantiate_node(cfg.scheduler, "scheduler") if cfg.get("scheduler") else None
@@ -48,6 +68,12 @@ def test_config_composes_and_instantiates(name: str, compose_train, compose_eval
     if group == "callbacks" and option != "default" and option != "none":
         # A single callback file: compose it alone as the callbacks group.
         cfg = compose_train(f"callbacks={option}")
+    elif group == "model" and option.startswith(("seq2seq_", "transformer_seq2seq")):
+        # Encoder-decoders need a seq2seq data set (vocabularies) and task.
+        cfg = compose_train(f"model={option}", "data=dates", "task=seq2seq", "loss=cross_entropy")
+    elif group == "data" and option in USER_DATA:
+        # Data sets of the user's own files: point them at a small one made here.
+        cfg = compose_train(f"data={option}", *USER_DATA[option](tmp_path))
     elif group in ("logger", "callbacks", "trainer", "debug", "hparams_search", *BUILDABLE):
         cfg = compose_train(f"{group}={option}")
     else:
