@@ -97,7 +97,30 @@ def relu(x: Tensor) -> Tensor:
         >>> relu(torch.tensor([-1.0, 2.0]))
         tensor([0., 2.])
     """
-    return x.masked_fill(x <= 0, 0.0)
+    return _ReLUFunction.apply(x)
+
+
+class _ReLUFunction(torch.autograd.Function):
+    """``max(x, 0)`` in one pass, with the backward written out.
+
+    Masking through autograd costs a comparison and a fill forward and keeps the mask;
+    here the forward is a single clamp and the backward reads the saved output:
+    the gradient is zeroed where ``y <= 0`` (so 0 at 0; NaN lets it through, as in
+    torch's ReLU).
+    The backward is made of differentiable ops, so double backward works (ReLU's
+    second derivative is 0 everywhere it exists).
+    """
+
+    @staticmethod
+    def forward(ctx, x: Tensor) -> Tensor:  # noqa: ANN001
+        y = x.clamp_min(0.0)  # clamp keeps NaN, so NaN passes through
+        ctx.save_for_backward(y)
+        return y
+
+    @staticmethod
+    def backward(ctx, dy: Tensor) -> Tensor:  # noqa: ANN001
+        (y,) = ctx.saved_tensors
+        return dy.masked_fill(y <= 0, 0.0)
 
 
 def gelu(x: Tensor, approximate: str = "none") -> Tensor:
