@@ -69,7 +69,9 @@ def _check_args(src: Tensor, src_lengths: Tensor, max_len: int) -> None:
     if src.ndim != 2:
         raise ValueError(f"src must be (B, S) token ids, got shape {tuple(src.shape)}.")
     if src_lengths.shape != (src.shape[0],):
-        raise ValueError(f"src_lengths must be ({src.shape[0]},) for src {tuple(src.shape)}, got {tuple(src_lengths.shape)}.")
+        raise ValueError(
+            f"src_lengths must be ({src.shape[0]},) for src {tuple(src.shape)}, got {tuple(src_lengths.shape)}."
+        )
     if isinstance(max_len, bool) or not isinstance(max_len, int) or max_len < 1:
         raise ValueError(f"max_len must be an integer >= 1, got {max_len!r}.")
 

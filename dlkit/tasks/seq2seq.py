@@ -81,7 +81,10 @@ def sequence_cross_entropy(
     """
     B, T, V = logits.shape
     return nn.functional.cross_entropy(
-        logits.reshape(B * T, V), target.reshape(B * T), ignore_index=pad_id, label_smoothing=label_smoothing
+        logits.reshape(B * T, V),  # (B, T, V) -> (B*T, V)
+        target.reshape(B * T),
+        ignore_index=pad_id,
+        label_smoothing=label_smoothing,
     )
 
 
@@ -395,6 +398,8 @@ class Seq2Seq(Task):
             )
         elif isinstance(data, L.LightningDataModule):
             data.setup("predict")
+            if self.tgt_vocab is None and hasattr(data, "tgt_vocab"):
+                self.bind_data(data)
             batches = data.predict_dataloader()
         elif _is_loader(data):
             batches = data
@@ -670,7 +675,10 @@ class Seq2Seq(Task):
         ids = [vocab.encode(t) for t in cleaned]
         limit = self.max_src_len
         if limit is not None and (over := [i for i, s in enumerate(ids) if len(s) > limit]):
-            detail = f"{len(over)} of {len(ids)} inputs are longer than max_src_len={limit} tokens (input {over[0]}: {cleaned[over[0]]!r})"
+            detail = (
+                f"{len(over)} of {len(ids)} inputs are longer than max_src_len={limit} tokens "
+                f"(input {over[0]}: {cleaned[over[0]]!r})"
+            )
             if self.on_overlong == "error":
                 raise ValueError(f"{detail}. Shorten them, or train with data.on_overlong=truncate.")
             warnings.warn(f"{detail}; they were truncated to {limit} tokens.", stacklevel=4)
