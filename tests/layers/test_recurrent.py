@@ -328,6 +328,30 @@ def test_lengths_match_torch_packed_sequences(spec, backend, dtype):
     _assert_same((ref_out, ref_state), our_out, inputs, inputs, ref, ours, TOL[dtype])
 
 
+@pytest.mark.parametrize("spec", LAYERS, ids=[c[0] for c in LAYERS])
+@pytest.mark.parametrize(
+    "steps, batch, hidden, lengths",
+    [(1, 3, 4, None), (4, 1, 1, [2]), (3, 2, 3, [1, 1]), (3, 4, 2, [3, 1, 2, 1])],
+    ids=["one_step", "one_sequence", "all_length_one", "ties"],
+)  # fmt: skip
+def test_edge_shapes_match_torch(spec, steps, batch, hidden, lengths):
+    _, ours_cls, ref_cls, extra = spec
+    torch.manual_seed(0)
+    ref = ref_cls(I, hidden, num_layers=2, bidirectional=True, **extra).double()
+    ours = ours_cls(I, hidden, num_layers=2, bidirectional=True, **extra, dtype=torch.float64)
+    ours.load_state_dict(ref.state_dict(), strict=True)
+    # A non-contiguous time-major view of a batch-major tensor.
+    x = torch.randn(batch, steps, I, dtype=torch.float64).transpose(0, 1).requires_grad_()
+    if lengths is None:
+        ref_out, our_out = ref(x), ours(x)
+    else:
+        lens = torch.tensor(lengths)
+        packed, state = ref(pack_padded_sequence(x, lens, enforce_sorted=False))
+        ref_out = (pad_packed_sequence(packed, total_length=steps)[0], state)
+        our_out = ours(x, lengths=lens)
+    _assert_same(ref_out, our_out, [x], [x], ref, ours, 1e-10)
+
+
 def test_lengths_all_full_equal_no_lengths_and_accept_a_list():
     m = layers.LSTM(I, H, bidirectional=True, dtype=torch.float64)
     x = _inputs(torch.float64)
