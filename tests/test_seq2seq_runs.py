@@ -109,6 +109,14 @@ def test_reloaded_checkpoint_predicts_the_same_strings_in_a_new_process(
     after = json.loads(done.stdout.strip().splitlines()[-1])
     assert after == before
 
+    # The run's DataModule is rebuilt (no data loaded) to encode strings as in training.
+    from dlkit.data import DateTranslationDataModule
+    from dlkit.tasks import Seq2Seq
+
+    reloaded = Seq2Seq.from_checkpoint(run_dir)
+    assert isinstance(reloaded.source_encoder, DateTranslationDataModule)
+    assert reloaded.predict(QUERIES) == before
+
     # dlkit-eval rebuilds the same run from the checkpoint alone.
     result = evaluate(compose_eval(f"ckpt_path={run_dir}", "+trainer.enable_progress_bar=false"))
     assert result["test/exact_match"] == pytest.approx(metrics["test/exact_match"], abs=1e-6)

@@ -816,8 +816,11 @@ def _rebuild_source_encoder(data_cfg: Any, task: Seq2Seq) -> Any:
         from hydra.utils import instantiate
 
         datamodule = instantiate(data_cfg)
-        datamodule.load_state_dict({"src_vocab": task.src_vocab.state_dict(), "tgt_vocab": task.tgt_vocab.state_dict()})
-        if getattr(datamodule, "_src_vocab", None) != task.src_vocab or not hasattr(datamodule, "encode_sources"):
+        vocabs = {"src_vocab": task.src_vocab.state_dict(), "tgt_vocab": task.tgt_vocab.state_dict()}
+        datamodule.load_state_dict(vocabs)
+        # Only a DataModule that took the vocabularies (and so will not load data to build
+        # its own) is used; its state_dict() says so without running setup().
+        if not hasattr(datamodule, "encode_sources") or datamodule.state_dict() != vocabs:
             return None
         return datamodule
     except Exception as err:  # any failure: fall back to the stored vocabulary
