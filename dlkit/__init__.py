@@ -21,6 +21,7 @@ __version__ = "0.1.0"
 _LAZY = {
     "Classifier": "dlkit.tasks",
     "Regressor": "dlkit.tasks",
+    "Seq2Seq": "dlkit.tasks",
     "Task": "dlkit.tasks",
     "create_model": "dlkit.models",
     "list_models": "dlkit.models",
