@@ -49,8 +49,10 @@ and the weight gradients in large matmuls that run at full BLAS speed.
 With 2 threads, ``torch.nn.LSTM`` runs oneDNN's fused LSTM kernel (≈ 9 ms on the
 machine this was written on, against ≈ 19 ms for its own ATen loop), which parallelises
 each step across cores. Here the per-step GEMMs are small (64×128×512) and scale poorly,
-and the elementwise step operations run on one core, so the gap is larger on an idle
-2-core machine than with 1 thread. ``scripts/bench_layers.py`` reports the ratios.
+and the elementwise step operations run on one core, so the gap is larger with 2 threads
+than with 1: about 1.5–1.8× ``torch.nn.LSTM`` (and 0.7× its ATen loop, with oneDNN off),
+while GRU, which torch runs as an ATen loop, stays at about 0.7–0.8× (a busy shared
+machine, ``--stat min``). ``scripts/bench_layers.py`` reports the current ratios.
 
 Tried and dropped: computing the local derivatives inside the forward step (data still in
 cache) cost more than the batched pass it replaced; ``torch.jit.script`` does not remove
