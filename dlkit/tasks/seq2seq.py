@@ -605,11 +605,11 @@ class Seq2Seq(Task):
         loss = self._token_loss(logits, tgt_out)
         if self.l1 or self.l2:
             loss = loss + weight_penalty(self.net, l1=self.l1, l2=self.l2)
-        B = src.shape[0]
-        self.log("train/loss", loss, on_step=False, on_epoch=True, prog_bar=True, batch_size=B)
+        metrics = {}
         if "token_acc" in self.train_metrics:
             self.train_metrics["token_acc"].update(*token_accuracy(logits.detach(), tgt_out, self.pad_id))
-            self.log("train/token_acc", self.train_metrics["token_acc"], on_step=False, on_epoch=True, batch_size=B)
+            metrics["train/token_acc"] = self.train_metrics["token_acc"]
+        self.log_epoch_means("train", {"train/loss": loss}, metrics, batch_size=src.shape[0], prog_bar=["train/loss"])
         return loss
 
     def validation_step(self, batch: Any, batch_idx: int) -> None:

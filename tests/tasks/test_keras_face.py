@@ -272,3 +272,33 @@ def test_googlenet_with_aux_heads_trains() -> None:
     loss = clf.training_step((x, y), 0)
     loss.backward()
     assert torch.isfinite(loss) and net.aux1.fc2.weight.grad is not None
+
+
+class _StepLosses(L.Callback):
+    """Each training step's loss and batch size, to check the logged epoch means."""
+
+    def __init__(self) -> None:
+        self.steps: list[tuple[float, int]] = []
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
+        self.steps.append((float(outputs["loss"]), len(batch[0])))
+
+
+@pytest.mark.parametrize("max_steps", [-1, 5])
+def test_train_epoch_means_are_weighted_by_batch_size(digits, max_steps: int) -> None:
+    # 100 samples in batches of 32: the last batch has 4, so a plain mean of the step
+    # losses would differ from the per-sample mean Lightning's on_epoch logging gives.
+    # max_steps=5 stops inside epoch 2: its partial epoch is logged at epoch end.
+    x, y = digits
+    L.seed_everything(0, verbose=False)
+    clf = Classifier(_mlp()).compile(optimizer="sgd", lr=0.05, metrics=["accuracy"])
+    steps = _StepLosses()
+    history = clf.fit(x[:100], y[:100], epochs=2, batch_size=32, callbacks=[steps],
+                      max_steps=max_steps, limit_val_batches=0, **QUIET)
+    per_epoch = [steps.steps[:4], steps.steps[4:]]
+    assert len(steps.steps) == (8 if max_steps == -1 else 5)
+    assert len(history.history["train/loss"]) == 2
+    for logged, batches in zip(history.history["train/loss"], per_epoch):
+        expected = sum(loss * n for loss, n in batches) / sum(n for _, n in batches)
+        assert logged == pytest.approx(expected, rel=1e-6)
+    assert all(0.0 <= acc <= 1.0 for acc in history.history["train/acc"])
