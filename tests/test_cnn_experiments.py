@@ -3,8 +3,9 @@
 Every run keeps the experiment's model, optimiser, loss and augmentation and shrinks the
 rest: the training split is cut to 80 images, 8 per class (``data.val_size`` holds out
 the others, stratified), so every epoch sees the same images, and the epoch-mean
-training loss of the last epoch must be below the first one's. (``trainer.overfit_batches``
-would not fix the batches: dlkit's in-memory loader reshuffles every epoch.) The cosine
+training loss of the last epoch must be below the first one's. (A fixed subset rather than
+``trainer.overfit_batches``: the loss is then measured on the data the real run sees,
+in shuffled batches.) The cosine
 schedule is dropped and SGD's learning rate scaled to the small batch, so the few steps
 run as the first steps of a real run would.
 """

@@ -24,7 +24,7 @@ import lightning as L
 import torch
 from torch import Tensor
 
-from dlkit.data.tensor import TensorBatchLoader
+from dlkit.data.tensor import TensorBatchLoader, shuffles_training
 from dlkit.data.text import Vocab
 
 __all__ = ["Seq2SeqBatchLoader", "Seq2SeqDataModule", "normalize_text", "pad_sequences"]
@@ -331,7 +331,7 @@ class Seq2SeqDataModule(L.LightningDataModule):
         self._encode_splits()
 
     def train_dataloader(self) -> Seq2SeqBatchLoader:
-        return self._loader("train", shuffle=True)
+        return self._loader("train", shuffle=shuffles_training(self))
 
     def val_dataloader(self) -> Seq2SeqBatchLoader | list:
         # Lightning skips validation for an empty list.

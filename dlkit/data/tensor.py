@@ -17,7 +17,14 @@ import numpy as np
 import torch
 from torch import Tensor
 
-__all__ = ["TensorBatchLoader", "TensorDataModule", "as_tensor", "check_split_fractions", "stratified_split"]
+__all__ = [
+    "TensorBatchLoader",
+    "TensorDataModule",
+    "as_tensor",
+    "check_split_fractions",
+    "shuffles_training",
+    "stratified_split",
+]
 
 # A batch element: one tensor, or a dict of tensors for multi-output targets.
 Target = Union[Tensor, Mapping[str, Tensor]]
@@ -164,6 +171,24 @@ def stratified_split(
     return [np.sort(np.concatenate(p)) for p in parts]
 
 
+def shuffles_training(datamodule: L.LightningDataModule) -> bool:
+    """Whether a DataModule's training loader should reshuffle each epoch.
+
+    Always, except under ``Trainer(overfit_batches=N)``: Lightning turns shuffling off
+    by swapping a ``DataLoader``'s sampler, which dlkit's in-memory loaders do not have,
+    so they ask here and keep the same first ``N`` batches every epoch.
+
+    Args:
+        datamodule: The DataModule building the loader (its ``trainer`` may be None).
+
+    Example:
+        >>> shuffles_training(TensorDataModule())  # no trainer attached
+        True
+    """
+    trainer = datamodule.trainer
+    return not (trainer is not None and trainer.overfit_batches > 0)
+
+
 class TensorDataModule(L.LightningDataModule):
     """A DataModule over in-memory tensors, batched by slicing.
 
@@ -214,7 +239,7 @@ class TensorDataModule(L.LightningDataModule):
         return TensorBatchLoader(x, y, self.batch_size, shuffle=shuffle, seed=self.seed)
 
     def train_dataloader(self) -> TensorBatchLoader:
-        return self._loader("train", shuffle=True)
+        return self._loader("train", shuffle=shuffles_training(self))
 
     def val_dataloader(self) -> TensorBatchLoader | list:
         # Lightning skips validation for an empty list; a DataModule without a val split is fine.

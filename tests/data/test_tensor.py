@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import lightning as L
 import numpy as np
 import pytest
 import torch
+import torch.nn as nn
 
+from dlkit import Classifier
 from dlkit.data import TensorBatchLoader, TensorDataModule, stratified_split
 
 
@@ -55,3 +58,30 @@ def test_datamodule_without_val_split() -> None:
     assert len(dm.train_dataloader()) == 2 and dm.val_dataloader() == []
     with pytest.raises(ValueError, match="has no 'test' split"):
         dm.test_dataloader()
+
+
+class _BatchRecorder(L.Callback):
+    def __init__(self) -> None:
+        self.per_epoch: dict[int, list[torch.Tensor]] = {}
+
+    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx) -> None:
+        self.per_epoch.setdefault(trainer.current_epoch, []).append(batch[0].clone())
+
+
+@pytest.mark.parametrize("overfit", [0, 2])
+def test_overfit_batches_repeats_the_same_batches(overfit: int) -> None:
+    # Lightning stops shuffling for overfit_batches by swapping a DataLoader's sampler;
+    # the in-memory loader must do it by itself, or "overfit" sees new data each epoch.
+    g = torch.Generator().manual_seed(0)
+    dm = TensorDataModule(train=(torch.randn(64, 4, generator=g), torch.randint(0, 3, (64,), generator=g)),
+                          batch_size=8)
+    recorder = _BatchRecorder()
+    clf = Classifier(nn.Linear(4, 3), num_classes=3)
+    trainer = L.Trainer(max_epochs=2, overfit_batches=overfit, limit_train_batches=2 if not overfit else 1.0,
+                        limit_val_batches=0, logger=False, enable_checkpointing=False,
+                        enable_progress_bar=False, enable_model_summary=False, callbacks=[recorder])
+    trainer.fit(clf, datamodule=dm)
+    first, second = recorder.per_epoch[0], recorder.per_epoch[1]
+    assert len(first) == len(second) == 2
+    same = all(torch.equal(a, b) for a, b in zip(first, second))
+    assert same == bool(overfit)
