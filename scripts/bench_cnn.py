@@ -32,8 +32,7 @@ from pathlib import Path
 from typing import Any
 
 import lightning as L
-
-REPO = Path(__file__).resolve().parents[1]
+from _bench_common import REPO, compose_quiet, target, timed_train
 
 
 class BatchTimer(L.Callback):
@@ -99,38 +98,6 @@ class BatchTimer(L.Callback):
               f"train {rate:.1f} img/s, epoch {elapsed:.0f} s", flush=True)
 
 
-def compose(experiment: str, overrides: list[str], output_dir: Path) -> Any:
-    """Compose ``train.yaml`` for ``experiment`` as ``dlkit-train`` would, writing to ``output_dir``.
-
-    Args:
-        experiment: Name of a file in ``dlkit/conf/experiment``.
-        overrides: Hydra overrides, e.g. ``["trainer.max_epochs=1"]``.
-        output_dir: The run folder.
-
-    Returns:
-        The composed ``DictConfig`` (with ``HydraConfig`` set, so ``${hydra:...}`` resolves).
-
-    Example:
-        >>> cfg = compose("lenet5_fashion", ["trainer.max_epochs=1"], Path("/tmp/run"))
-    """
-    from hydra import compose as hydra_compose
-    from hydra import initialize_config_module
-    from hydra.core.global_hydra import GlobalHydra
-    from hydra.core.hydra_config import HydraConfig
-    from omegaconf import open_dict
-
-    GlobalHydra.instance().clear()
-    with initialize_config_module(config_module="dlkit.conf", version_base="1.3"):
-        cfg = hydra_compose("train", overrides=[f"experiment={experiment}", *overrides], return_hydra_config=True)
-    with open_dict(cfg):
-        cfg.hydra.runtime.output_dir = str(output_dir)
-        cfg.hydra.job.num = 0
-    HydraConfig.instance().set_config(cfg)
-    with open_dict(cfg):
-        cfg.paths.output_dir = str(output_dir)
-    return cfg
-
-
 def run(experiment: str, overrides: list[str], output_dir: Path, warmup: int = 3) -> dict[str, Any]:
     """Train and test one experiment with a :class:`BatchTimer`; return the benchmark record.
 
@@ -146,22 +113,9 @@ def run(experiment: str, overrides: list[str], output_dir: Path, warmup: int = 3
     Example:
         >>> run("lenet5_fashion", ["trainer.max_epochs=1"], Path("/tmp/bench"))["test_acc"]
     """
-    from omegaconf import open_dict
-
-    from dlkit.train import train
-
-    timer_target = f"{BatchTimer.__module__}.{BatchTimer.__qualname__}"
-    cfg = compose(experiment, overrides, output_dir)
-    with open_dict(cfg):
-        # A console line per epoch replaces the progress bar, which floods log files.
-        if cfg.get("callbacks") is None:
-            cfg.callbacks = {}
-        cfg.callbacks.pop("rich_progress_bar", None)
-        cfg.trainer.enable_progress_bar = False
-        cfg.callbacks.bench_timer = {"_target_": timer_target, "warmup": warmup}
-    started = time.perf_counter()
-    metrics, objects = train(cfg)
-    wall = time.perf_counter() - started
+    timer_spec = {"_target_": target(BatchTimer), "warmup": warmup}
+    cfg = compose_quiet(experiment, overrides, output_dir, {"bench_timer": timer_spec})
+    metrics, objects, wall = timed_train(cfg)
     trainer, dm = objects["trainer"], objects["datamodule"]
     timer = next(c for c in trainer.callbacks if isinstance(c, BatchTimer))
     train_images = len(dm.splits["train"][0])

@@ -30,8 +30,8 @@ from pathlib import Path
 from typing import Any
 
 import lightning as L
+from _bench_common import REPO, compose_quiet, target, timed_train
 
-REPO = Path(__file__).resolve().parents[1]
 EXPERIMENTS = [
     "seq2seq_rnn_dates",
     "seq2seq_bahdanau_dates",
@@ -70,38 +70,6 @@ class EpochPrinter(L.Callback):
         print(f"  epoch {trainer.current_epoch + 1}/{trainer.max_epochs} {shown} ({elapsed:.0f} s)", flush=True)
 
 
-def compose(experiment: str, overrides: list[str], output_dir: Path) -> Any:
-    """Compose ``train.yaml`` for ``experiment`` as ``dlkit-train`` would, writing to ``output_dir``.
-
-    Args:
-        experiment: Name of a file in ``dlkit/conf/experiment``.
-        overrides: Hydra overrides, e.g. ``["trainer.max_epochs=1"]``.
-        output_dir: The run folder.
-
-    Returns:
-        The composed ``DictConfig`` (``HydraConfig`` set, so ``${hydra:...}`` resolves).
-
-    Example:
-        >>> cfg = compose("transformer_dates", ["trainer.max_epochs=1"], Path("/tmp/run"))
-    """
-    from hydra import compose as hydra_compose
-    from hydra import initialize_config_module
-    from hydra.core.global_hydra import GlobalHydra
-    from hydra.core.hydra_config import HydraConfig
-    from omegaconf import open_dict
-
-    GlobalHydra.instance().clear()
-    with initialize_config_module(config_module="dlkit.conf", version_base="1.3"):
-        cfg = hydra_compose("train", overrides=[f"experiment={experiment}", *overrides], return_hydra_config=True)
-    with open_dict(cfg):
-        cfg.hydra.runtime.output_dir = str(output_dir)
-        cfg.hydra.job.num = 0
-    HydraConfig.instance().set_config(cfg)
-    with open_dict(cfg):
-        cfg.paths.output_dir = str(output_dir)
-    return cfg
-
-
 def run(experiment: str, overrides: list[str], output_dir: Path) -> dict[str, Any]:
     """Train and test one experiment; return its benchmark record.
 
@@ -118,24 +86,14 @@ def run(experiment: str, overrides: list[str], output_dir: Path) -> dict[str, An
         >>> run("seq2seq_bahdanau_dates", ["trainer.max_epochs=1"], Path("/tmp/b"))["exact_match"]
     """
     import torch
-    from omegaconf import open_dict
 
-    from dlkit.train import train
-
-    cfg = compose(experiment, overrides, output_dir)
-    with open_dict(cfg):
-        if cfg.get("callbacks") is None:
-            cfg.callbacks = {}
-        # One line per epoch instead of a progress bar, which floods log files.
-        cfg.callbacks.pop("rich_progress_bar", None)
-        cfg.callbacks.pop("model_summary", None)
-        cfg.trainer.enable_progress_bar = False
-        cfg.callbacks.epoch_printer = {"_target_": f"{EpochPrinter.__module__}.{EpochPrinter.__qualname__}"}
+    printer_spec = {"_target_": target(EpochPrinter)}
+    cfg = compose_quiet(
+        experiment, overrides, output_dir, {"epoch_printer": printer_spec}, drop=("model_summary",)
+    )
     print(f"{experiment}: {cfg.model.name}, {cfg.trainer.max_epochs} epochs, {torch.get_num_threads()} threads",
           flush=True)
-    started = time.perf_counter()
-    metrics, objects = train(cfg)
-    wall = time.perf_counter() - started
+    metrics, objects, wall = timed_train(cfg)
     curve = next(c for c in objects["trainer"].callbacks if isinstance(c, EpochPrinter)).curve
     return {
         "experiment": experiment,

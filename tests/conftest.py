@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -15,6 +16,35 @@ from omegaconf import DictConfig, open_dict
 
 # Two cores: more intra-op threads than cores only adds contention in tiny test models.
 torch.set_num_threads(min(2, os.cpu_count() or 1))
+
+
+@contextmanager
+def _one_intra_op_thread() -> Iterator[None]:
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(threads)
+
+
+@pytest.fixture
+def one_thread() -> Iterator[None]:
+    """One torch intra-op thread during the test; the previous count is restored after.
+
+    For tiny tensors and models, where waking a second thread costs more than it saves,
+    and on cores shared with other processes each barrier may wait for a descheduled
+    thread. Use with ``pytestmark = pytest.mark.usefixtures("one_thread")``.
+    """
+    with _one_intra_op_thread():
+        yield
+
+
+@pytest.fixture(scope="module")
+def one_thread_per_module() -> Iterator[None]:
+    """:func:`one_thread` set once for a whole module (files of many tiny tests)."""
+    with _one_intra_op_thread():
+        yield
 
 
 def _compose(config_name: str, overrides: list[str], output_dir: Path) -> DictConfig:

@@ -14,11 +14,9 @@ from __future__ import annotations
 
 import json
 import math
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-import torch
 from omegaconf import OmegaConf
 
 from dlkit.callbacks import History
@@ -35,6 +33,9 @@ except FileNotFoundError:
 
 pytestmark = [
     pytest.mark.slow,
+    # Batches of 20 small images: a second intra-op thread only adds barriers, which wait
+    # long on cores shared with other processes (see tests/models/conftest.py).
+    pytest.mark.usefixtures("one_thread"),
     pytest.mark.skipif(
         not HAVE_FASHION,
         reason="Fashion-MNIST not found (apt-get install dataset-fashion-mnist, or set DLKIT_DATA_DIR)",
@@ -82,16 +83,6 @@ def tiny_overrides(experiment: str) -> list[str]:
         *FAST,
         *extra,
     ]
-
-
-@pytest.fixture(autouse=True)
-def _one_thread() -> Iterator[None]:
-    # Batches of 20 small images: a second intra-op thread only adds barriers, which wait
-    # long on cores shared with other processes (see tests/models/conftest.py).
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 @pytest.mark.parametrize("experiment", list(EXPERIMENTS))

@@ -14,6 +14,9 @@ from dlkit.eval import evaluate
 from dlkit.train import train
 from tests.conftest import FAST
 
+# Small models on a shared 2-core machine: one intra-op thread avoids contention.
+pytestmark = pytest.mark.usefixtures("one_thread")
+
 REPO = Path(__file__).resolve().parents[1]
 DATE_EXPERIMENTS = ["seq2seq_rnn_dates", "seq2seq_bahdanau_dates", "seq2seq_luong_dates", "transformer_dates"]
 # Small date sets: the generator renders a few hundred dates in milliseconds.
@@ -22,15 +25,6 @@ TINY_RNN = ["model.embed_dim=16", "model.hidden_size=32"]
 TINY_TRANSFORMER = ["model.d_model=32", "model.nhead=2", "model.dim_feedforward=64",
                     "model.num_encoder_layers=1", "model.num_decoder_layers=1"]
 QUERIES = ["3rd of March 1998", "Tue 03/03/98", "MARCH 3, 1998", "1 January 2000", "31.12.1999"]
-
-
-@pytest.fixture(autouse=True)
-def _one_thread():
-    # Small models on a shared 2-core machine: one intra-op thread avoids contention.
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 def _tiny(experiment: str) -> list[str]:

@@ -30,7 +30,7 @@ Example:
 from __future__ import annotations
 
 import warnings
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from typing import Any, Literal
 
 import torch
@@ -329,7 +329,52 @@ class EncoderDecoder(nn.Module):
 
 
 @dataclass
-class Seq2SeqConfig:
+class _VocabConfig:
+    """The fields every seq2seq model config starts with: what :class:`EncoderDecoder` takes.
+
+    :class:`Seq2SeqConfig` and :class:`dlkit.models.transformer.TransformerSeq2SeqConfig`
+    extend it, so the vocabulary checks and their messages are the same for every model.
+
+    Attributes:
+        src_vocab_size: Source vocabulary size (``null`` in the configs: filled from the data).
+        tgt_vocab_size: Target vocabulary size (idem).
+        pad_id: Padding id.
+        bos_id: First decoder input.
+        eos_id: End of a target sequence.
+    """
+
+    src_vocab_size: int | None = None
+    tgt_vocab_size: int | None = None
+    pad_id: int = 0
+    bos_id: int = 1
+    eos_id: int = 2
+
+    def check(self) -> None:
+        """Raise a clear error for a special id that is not a token id or a missing vocabulary size."""
+        for key in ("pad_id", "bos_id", "eos_id"):
+            value = getattr(self, key)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+                raise ValueError(
+                    f"model.{key} must be a token id (int >= 0), got {value!r}. Leave it null in the "
+                    "config with a seq2seq DataModule (train.py fills it from model_hints()) or pass it."
+                )
+        for key in ("src_vocab_size", "tgt_vocab_size"):
+            value = getattr(self, key)
+            if not isinstance(value, int) or value <= max(self.pad_id, self.bos_id, self.eos_id):
+                raise ValueError(
+                    f"model.{key} must be an int larger than the special ids (pad/bos/eos), got "
+                    f"{value!r}. Leave it null in the config with a seq2seq DataModule "
+                    "(train.py fills it from model_hints()) or pass the vocabulary size."
+                )
+
+    def _encoder_decoder_kwargs(self) -> dict[str, Any]:
+        """The sizes and ids as :class:`EncoderDecoder`'s keyword arguments."""
+        # This class's fields are named as EncoderDecoder's arguments, and only they are.
+        return {f.name: getattr(self, f.name) for f in fields(_VocabConfig)}
+
+
+@dataclass
+class Seq2SeqConfig(_VocabConfig):
     """Hyper-parameters of :class:`RNNSeq2Seq`; Hydra's ``model/seq2seq_*.yaml`` fill them.
 
     Attributes:
@@ -358,11 +403,6 @@ class Seq2SeqConfig:
             one call when teacher-forced (faster), with the attention computed after it.
     """
 
-    src_vocab_size: int | None = None
-    tgt_vocab_size: int | None = None
-    pad_id: int = 0
-    bos_id: int = 1
-    eos_id: int = 2
     embed_dim: int = 64
     hidden_size: int = 128
     num_layers: int = 1
@@ -376,21 +416,7 @@ class Seq2SeqConfig:
 
     def check(self) -> None:
         """Raise a clear error for a missing vocabulary size or an unknown option."""
-        for key in ("pad_id", "bos_id", "eos_id"):
-            value = getattr(self, key)
-            if isinstance(value, bool) or not isinstance(value, int) or value < 0:
-                raise ValueError(
-                    f"model.{key} must be a token id (int >= 0), got {value!r}. Leave it null in the "
-                    "config with a seq2seq DataModule (train.py fills it from model_hints()) or pass it."
-                )
-        for key in ("src_vocab_size", "tgt_vocab_size"):
-            value = getattr(self, key)
-            if not isinstance(value, int) or value <= max(self.pad_id, self.bos_id, self.eos_id):
-                raise ValueError(
-                    f"model.{key} must be an int larger than the special ids (pad/bos/eos), got "
-                    f"{value!r}. Leave it null in the config with a seq2seq DataModule "
-                    "(train.py fills it from model_hints()) or pass the vocabulary size."
-                )
+        super().check()
         if self.cell not in _CELLS:
             raise ValueError(f"model.cell must be one of {sorted(_CELLS)}, got {self.cell!r}.")
         if self.score not in ("dot", "general", "concat"):
@@ -731,15 +757,7 @@ class RNNSeq2Seq(EncoderDecoder):
         cfg.check()
         if attention not in _DECODERS:
             raise ValueError(f"attention must be one of {sorted(_DECODERS)}, got {attention!r}.")
-        super().__init__(
-            RNNEncoder(cfg),
-            _DECODERS[attention](cfg),
-            cfg.src_vocab_size,
-            cfg.tgt_vocab_size,
-            cfg.pad_id,
-            cfg.bos_id,
-            cfg.eos_id,
-        )
+        super().__init__(RNNEncoder(cfg), _DECODERS[attention](cfg), **cfg._encoder_decoder_kwargs())
         self.cfg = cfg
         self.attention_kind = attention
 

@@ -42,7 +42,7 @@ from dlkit.layers import (
     generate_square_subsequent_mask,
 )
 from dlkit.models.registry import register_model
-from dlkit.models.seq2seq import AttentionDecoder, Encoder, EncoderDecoder, State
+from dlkit.models.seq2seq import AttentionDecoder, Encoder, EncoderDecoder, State, _VocabConfig
 
 __all__ = [
     "TransformerSeq2SeqConfig",
@@ -53,7 +53,7 @@ __all__ = [
 
 
 @dataclass
-class TransformerSeq2SeqConfig:
+class TransformerSeq2SeqConfig(_VocabConfig):
     """Hyper-parameters of :class:`TransformerSeq2Seq`; ``model/transformer_seq2seq.yaml`` fills them.
 
     Attributes:
@@ -80,11 +80,6 @@ class TransformerSeq2SeqConfig:
         max_len: Longest source or target sequence the positional table covers.
     """
 
-    src_vocab_size: int | None = None
-    tgt_vocab_size: int | None = None
-    pad_id: int = 0
-    bos_id: int = 1
-    eos_id: int = 2
     d_model: int = 128
     nhead: int = 4
     num_encoder_layers: int = 2
@@ -99,21 +94,7 @@ class TransformerSeq2SeqConfig:
 
     def check(self) -> None:
         """Raise a clear error for a missing vocabulary size or inconsistent sizes."""
-        for key in ("pad_id", "bos_id", "eos_id"):
-            value = getattr(self, key)
-            if isinstance(value, bool) or not isinstance(value, int) or value < 0:
-                raise ValueError(
-                    f"model.{key} must be a token id (int >= 0), got {value!r}. Leave it null in the "
-                    "config with a seq2seq DataModule (train.py fills it from model_hints()) or pass it."
-                )
-        for key in ("src_vocab_size", "tgt_vocab_size"):
-            value = getattr(self, key)
-            if not isinstance(value, int) or value <= max(self.pad_id, self.bos_id, self.eos_id):
-                raise ValueError(
-                    f"model.{key} must be an int larger than the special ids (pad/bos/eos), got "
-                    f"{value!r}. Leave it null in the config with a seq2seq DataModule "
-                    "(train.py fills it from model_hints()) or pass the vocabulary size."
-                )
+        super().check()
         if self.share_embeddings and self.src_vocab_size != self.tgt_vocab_size:
             raise ValueError(
                 "model.share_embeddings=true ties source, target and output embeddings, which needs one "
@@ -132,6 +113,22 @@ def _embedding(vocab_size: int, d_model: int, pad_id: int) -> nn.Embedding:
     with torch.no_grad():
         emb.weight[pad_id].zero_()
     return emb
+
+
+def _layer_stack(
+    cfg: TransformerSeq2SeqConfig,
+    layer_cls: type[TransformerEncoderLayer | TransformerDecoderLayer],
+    stack_cls: type[TransformerEncoder | TransformerDecoder],
+    num_layers: int,
+) -> TransformerEncoder | TransformerDecoder:
+    """``num_layers`` copies of a ``layer_cls`` built from ``cfg``, in a ``stack_cls``."""
+    layer = layer_cls(
+        cfg.d_model, cfg.nhead, cfg.dim_feedforward, cfg.dropout, cfg.activation,
+        batch_first=True, norm_first=cfg.norm_first,
+    )  # fmt: skip
+    # Pre-LN leaves the last residual sum unnormalised: the stack ends with a LayerNorm.
+    norm = LayerNorm(cfg.d_model) if cfg.norm_first else None
+    return stack_cls(layer, num_layers, norm=norm)
 
 
 def _padding_mask(lengths: Tensor, S: int) -> Tensor:
@@ -166,12 +163,7 @@ class TransformerSeq2SeqEncoder(Encoder):
         self.embedding = embedding or _embedding(cfg.src_vocab_size, cfg.d_model, cfg.pad_id)
         self.scale = math.sqrt(cfg.d_model)
         self.pos = SinusoidalPositionalEncoding(cfg.d_model, cfg.dropout, cfg.max_len, batch_first=True)
-        layer = TransformerEncoderLayer(
-            cfg.d_model, cfg.nhead, cfg.dim_feedforward, cfg.dropout, cfg.activation,
-            batch_first=True, norm_first=cfg.norm_first,
-        )  # fmt: skip
-        norm = LayerNorm(cfg.d_model) if cfg.norm_first else None
-        self.layers = TransformerEncoder(layer, cfg.num_encoder_layers, norm=norm)
+        self.layers = _layer_stack(cfg, TransformerEncoderLayer, TransformerEncoder, cfg.num_encoder_layers)
 
     def forward(self, src: Tensor, src_lengths: Tensor) -> tuple[Tensor, Tensor]:
         B, S = src.shape
@@ -212,12 +204,7 @@ class TransformerSeq2SeqDecoder(AttentionDecoder):
         self.embedding = embedding or _embedding(cfg.tgt_vocab_size, cfg.d_model, cfg.pad_id)
         self.scale = math.sqrt(cfg.d_model)
         self.pos = SinusoidalPositionalEncoding(cfg.d_model, cfg.dropout, cfg.max_len, batch_first=True)
-        layer = TransformerDecoderLayer(
-            cfg.d_model, cfg.nhead, cfg.dim_feedforward, cfg.dropout, cfg.activation,
-            batch_first=True, norm_first=cfg.norm_first,
-        )  # fmt: skip
-        norm = LayerNorm(cfg.d_model) if cfg.norm_first else None
-        self.layers = TransformerDecoder(layer, cfg.num_decoder_layers, norm=norm)
+        self.layers = _layer_stack(cfg, TransformerDecoderLayer, TransformerDecoder, cfg.num_decoder_layers)
         self.head_drop = Dropout(cfg.drop_rate)
         self.fc = nn.Linear(cfg.d_model, cfg.tgt_vocab_size)
         self.pad_id = cfg.pad_id
@@ -292,15 +279,7 @@ class TransformerSeq2Seq(EncoderDecoder):
         decoder = TransformerSeq2SeqDecoder(cfg, shared)
         if shared is not None:
             decoder.fc.weight = shared.weight  # (V, d_model) serves as the output projection too
-        super().__init__(
-            TransformerSeq2SeqEncoder(cfg, shared),
-            decoder,
-            cfg.src_vocab_size,
-            cfg.tgt_vocab_size,
-            cfg.pad_id,
-            cfg.bos_id,
-            cfg.eos_id,
-        )
+        super().__init__(TransformerSeq2SeqEncoder(cfg, shared), decoder, **cfg._encoder_decoder_kwargs())
         self.cfg = cfg
 
 

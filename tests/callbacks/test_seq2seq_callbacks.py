@@ -13,29 +13,21 @@ from dlkit.callbacks import AttentionHeatmapLogger, TeacherForcingSchedule
 from dlkit.callbacks.attention_logger import attention_image
 from dlkit.data import DateTranslationDataModule
 from dlkit.tasks import Seq2Seq
-from tests.tasks.seq2seq_standins import CopyOracle, TinySeq2Seq
+from tests.tasks.seq2seq_standins import CopyOracle, date_data, tiny_task
+
+# Tiny models: a second intra-op thread only adds contention on a shared machine.
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 QUIET = {"verbose": False, "enable_model_summary": False}
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 @pytest.fixture(scope="module")
 def dates() -> DateTranslationDataModule:
-    dm = DateTranslationDataModule(num_train=128, num_val=32, num_test=32, batch_size=32, seed=1)
-    dm.setup()
-    return dm
+    return date_data(num_train=128, num_val=32, num_test=32, batch_size=32, seed=1)
 
 
 def _task(dm: DateTranslationDataModule) -> Seq2Seq:
-    torch.manual_seed(0)
-    return Seq2Seq(TinySeq2Seq(len(dm.src_vocab), len(dm.tgt_vocab), hidden=16), metrics=["token_acc"])
+    return tiny_task(dm, metrics=["token_acc"])
 
 
 def _events(event_dir: Path) -> tuple[dict[str, int], dict[str, list[str]]]:

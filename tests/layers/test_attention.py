@@ -7,7 +7,6 @@ and parameter gradients, within 1e-5 in float32 and 1e-10 in float64.
 
 from __future__ import annotations
 
-import doctest
 import math
 
 import pytest
@@ -27,14 +26,9 @@ from dlkit.layers import (
 TOL = {torch.float32: 1e-5, torch.float64: 1e-10}
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _single_thread():
-    """The tensors here are tiny: waking intra-op threads costs more than it saves,
-    many times more on a shared machine. Restored for the tests that follow."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+# The tensors here are tiny: waking intra-op threads costs more than it saves,
+# many times more on a shared machine.
+pytestmark = pytest.mark.usefixtures("one_thread_per_module")
 
 
 def close(a: torch.Tensor, b: torch.Tensor, dtype: torch.dtype = torch.float64) -> None:
@@ -544,7 +538,5 @@ def test_mha_bad_input(call, message):
         call()
 
 
-def test_docstring_examples():
-    torch.manual_seed(0)
-    result = doctest.testmod(attention_module, extraglobs={"torch": torch})
-    assert result.attempted > 0 and result.failed == 0
+def test_docstring_examples(docstring_examples):
+    docstring_examples(attention_module)

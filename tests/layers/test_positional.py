@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import doctest
 import math
 
 import pytest
@@ -11,15 +10,9 @@ import torch
 import dlkit.layers.positional as positional_module
 from dlkit.layers import LearnedPositionalEncoding, SinusoidalPositionalEncoding
 
-
-@pytest.fixture(autouse=True, scope="module")
-def _single_thread():
-    """The tensors here are tiny: waking intra-op threads costs more than it saves,
-    many times more on a shared machine. Restored for the tests that follow."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+# The tensors here are tiny: waking intra-op threads costs more than it saves,
+# many times more on a shared machine.
+pytestmark = pytest.mark.usefixtures("one_thread_per_module")
 
 
 def formula(pos: int, j: int, d_model: int) -> float:
@@ -117,7 +110,5 @@ def test_bad_input(call, message):
         call()
 
 
-def test_docstring_examples():
-    torch.manual_seed(0)
-    result = doctest.testmod(positional_module, extraglobs={"torch": torch})
-    assert result.attempted > 0 and result.failed == 0
+def test_docstring_examples(docstring_examples):
+    docstring_examples(positional_module)

@@ -8,7 +8,6 @@ which is deterministic and keeps torch off its eval-only fast paths.
 
 from __future__ import annotations
 
-import doctest
 import math
 
 import pytest
@@ -31,14 +30,9 @@ TOL = {torch.float32: 1e-5, torch.float64: 1e-10}
 D_MODEL, NHEAD, FF, N, S, T = 8, 2, 16, 3, 5, 4  # S: source length, T: target length
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _single_thread():
-    """The tensors here are tiny: waking intra-op threads costs more than it saves,
-    many times more on a shared machine. Restored for the tests that follow."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+# The tensors here are tiny: waking intra-op threads costs more than it saves,
+# many times more on a shared machine.
+pytestmark = pytest.mark.usefixtures("one_thread_per_module")
 
 
 def close(a: torch.Tensor, b: torch.Tensor, dtype: torch.dtype, msg: str = "") -> None:
@@ -385,7 +379,5 @@ def test_bad_input(call, message):
         call()
 
 
-def test_docstring_examples():
-    torch.manual_seed(0)
-    result = doctest.testmod(transformer_module, extraglobs={"torch": torch})
-    assert result.attempted > 0 and result.failed == 0
+def test_docstring_examples(docstring_examples):
+    docstring_examples(transformer_module)

@@ -3,15 +3,49 @@
 They implement exactly what :class:`dlkit.tasks.Seq2Seq` and :mod:`dlkit.tasks.decoding`
 use (``forward/start/step/select_state/attention_weights`` and the special ids), with
 torch's own layers, so the task's tests do not depend on dlkit's model families.
+:func:`date_data` and :func:`tiny_task` build what the task and callback tests train on.
 """
 
 from __future__ import annotations
+
+from typing import Any
 
 import torch
 import torch.nn as nn
 from torch import Tensor
 
+from dlkit.data import DateTranslationDataModule
+from dlkit.tasks import Seq2Seq
+
 State = dict[str, Tensor]
+
+
+def date_data(**kwargs: Any) -> DateTranslationDataModule:
+    """A :class:`DateTranslationDataModule` built with ``kwargs`` and already set up.
+
+    Example:
+        >>> dm = date_data(num_train=128, num_val=32, num_test=32, batch_size=32, seed=1)
+        >>> len(dm.src_vocab) > 3
+        True
+    """
+    dm = DateTranslationDataModule(**kwargs)
+    dm.setup()
+    return dm
+
+
+def tiny_task(dm: DateTranslationDataModule, **kwargs: Any) -> Seq2Seq:
+    """A :class:`Seq2Seq` task over a seeded :class:`TinySeq2Seq` (hidden 16) sized for ``dm``.
+
+    Args:
+        dm: The data; its vocabularies give the network's sizes.
+        **kwargs: Passed to :class:`Seq2Seq` (``metrics``, ``teacher_forcing``, ...).
+
+    Example:
+        >>> task = tiny_task(dm, metrics=["token_acc"])
+    """
+    torch.manual_seed(0)
+    net = TinySeq2Seq(len(dm.src_vocab), len(dm.tgt_vocab), hidden=16)
+    return Seq2Seq(net, **kwargs)
 
 
 class TinySeq2Seq(nn.Module):

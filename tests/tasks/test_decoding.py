@@ -12,16 +12,10 @@ from torch import Tensor
 
 from dlkit.tasks.decoding import beam_search, generate, greedy_decode, length_penalty_factor
 
+# Tiny tensors: a second intra-op thread only adds contention on a shared machine.
+pytestmark = pytest.mark.usefixtures("one_thread")
+
 PAD, BOS, EOS = 0, 1, 2
-
-
-@pytest.fixture(autouse=True)
-def _one_thread():
-    # Tiny tensors: a second intra-op thread only adds contention on a shared machine.
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 class TableModel(nn.Module):

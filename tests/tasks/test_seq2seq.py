@@ -23,32 +23,18 @@ from dlkit.tasks.seq2seq import (
     token_accuracy,
     trim_sequences,
 )
-from tests.tasks.seq2seq_standins import CopyOracle, TinySeq2Seq
+from tests.tasks.seq2seq_standins import CopyOracle, TinySeq2Seq, date_data, tiny_task
+
+# Tiny models: a second intra-op thread only adds contention on a shared machine.
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 QUIET = {"verbose": False, "enable_model_summary": False}
 PAD, BOS, EOS = 0, 1, 2
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    # Tiny models: a second intra-op thread only adds contention on a shared machine.
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 @pytest.fixture(scope="module")
 def dates() -> DateTranslationDataModule:
-    dm = DateTranslationDataModule(num_train=256, num_val=64, num_test=64, batch_size=64, seed=0)
-    dm.setup()
-    return dm
-
-
-def _tiny_task(dm: DateTranslationDataModule, **kwargs) -> Seq2Seq:
-    torch.manual_seed(0)
-    net = TinySeq2Seq(len(dm.src_vocab), len(dm.tgt_vocab), hidden=16)
-    return Seq2Seq(net, **kwargs)
+    return date_data(num_train=256, num_val=64, num_test=64, batch_size=64, seed=0)
 
 
 # ----------------------------------------------------------------------------- loss
@@ -164,7 +150,7 @@ def test_metrics_can_be_chosen_and_unknown_ones_are_named() -> None:
 
 # ----------------------------------------------------------------------------- training
 def test_teacher_forcing_ratio_reaches_the_network(dates) -> None:
-    task = _tiny_task(dates, teacher_forcing=0.25, metrics=["token_acc"])
+    task = tiny_task(dates, teacher_forcing=0.25, metrics=["token_acc"])
     task.fit(dates, epochs=1, limit_train_batches=2, limit_val_batches=1, **QUIET)
     assert task.net.ratios[:2] == [0.25, 0.25]  # training batches
     assert task.net.ratios[-1] == 1.0  # validation is teacher-forced
@@ -174,7 +160,7 @@ def test_teacher_forcing_ratio_reaches_the_network(dates) -> None:
 
 def test_keras_face_fit_evaluate_predict_summary(dates, capsys) -> None:
     L.seed_everything(0, verbose=False)
-    task = _tiny_task(dates).compile(optimizer="adam", lr=1e-2)
+    task = tiny_task(dates).compile(optimizer="adam", lr=1e-2)
     history = task.fit(dates, epochs=2, **QUIET)
     for key in ("train/loss", "train/token_acc", "val/loss", "val/token_acc", "val/exact_match", "val/bleu",
                 "val/exact_match_best", "train/lr"):
@@ -200,7 +186,7 @@ def test_keras_face_fit_evaluate_predict_summary(dates, capsys) -> None:
 
 
 def test_fit_on_arrays_says_what_data_seq2seq_needs(dates) -> None:
-    task = _tiny_task(dates)
+    task = tiny_task(dates)
     with pytest.raises(TypeError, match="seq2seq DataModule"):
         task.fit(np.zeros((4, 3)), np.zeros(4), epochs=1)
     with pytest.raises(ValueError, match="dict batches with keys"):
@@ -209,7 +195,7 @@ def test_fit_on_arrays_says_what_data_seq2seq_needs(dates) -> None:
 
 # ----------------------------------------------------------------------------- vocabularies and checkpoints
 def test_checkpoint_carries_vocabularies_and_decoding_length(dates, tmp_path) -> None:
-    task = _tiny_task(dates)
+    task = tiny_task(dates)
     task.fit(dates, epochs=1, limit_train_batches=1, limit_val_batches=1, **QUIET)
     path = tmp_path / "model.ckpt"
     task.trainer.save_checkpoint(path)
@@ -218,7 +204,7 @@ def test_checkpoint_carries_vocabularies_and_decoding_length(dates, tmp_path) ->
     assert stored["src_vocab"] == dates.src_vocab.state_dict() and stored["max_decode_len"] == 16
     assert stored["max_src_len"] == 40 and stored["on_overlong"] == "truncate"
 
-    fresh = _tiny_task(dates)
+    fresh = tiny_task(dates)
     fresh.load_state_dict(checkpoint["state_dict"])
     fresh.on_load_checkpoint(checkpoint)
     assert fresh.src_vocab == dates.src_vocab and fresh.tgt_vocab == dates.tgt_vocab
@@ -236,7 +222,7 @@ def test_predict_without_vocabulary_explains_how_to_get_one() -> None:
 # ----------------------------------------------------------------------------- bad input
 @pytest.mark.parametrize("bound", [True, False], ids=["datamodule", "stored-vocab"])
 def test_unknown_characters_are_reported_and_mapped_to_unk(dates, bound: bool) -> None:
-    task = _tiny_task(dates)
+    task = tiny_task(dates)
     task.bind_data(dates)
     if not bound:
         task.source_encoder = None
@@ -251,7 +237,7 @@ def test_unknown_characters_are_reported_and_mapped_to_unk(dates, bound: bool) -
 @pytest.mark.parametrize("bound", [True, False], ids=["datamodule", "stored-vocab"])
 @pytest.mark.parametrize("text", ["", "   "])
 def test_empty_input_is_a_clear_error(dates, bound: bool, text: str) -> None:
-    task = _tiny_task(dates)
+    task = tiny_task(dates)
     task.bind_data(dates)
     if not bound:
         task.source_encoder = None
@@ -261,7 +247,7 @@ def test_empty_input_is_a_clear_error(dates, bound: bool, text: str) -> None:
 
 @pytest.mark.parametrize("bound", [True, False], ids=["datamodule", "stored-vocab"])
 def test_overlong_input_follows_the_data_policy(dates, bound: bool) -> None:
-    task = _tiny_task(dates)
+    task = tiny_task(dates)
     task.bind_data(dates)
     if not bound:
         task.source_encoder = None
