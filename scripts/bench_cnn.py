@@ -16,7 +16,7 @@ Examples::
     # Throughput only: one epoch of 50 batches, projected to a full epoch.
     .venv/bin/python scripts/bench_cnn.py --epochs 1 +trainer.limit_train_batches=50 \\
         +trainer.limit_val_batches=5 +trainer.limit_test_batches=5
-    # bf16 autocast: several times faster on CPUs with AMX / AVX512-BF16.
+    # bf16 autocast: faster only on CPUs with AMX / AVX512-BF16 (emulated, 25x slower, on AVX2).
     .venv/bin/python scripts/bench_cnn.py trainer.precision=bf16-mixed
 """
 

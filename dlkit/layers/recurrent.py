@@ -50,13 +50,17 @@ With 2 threads, ``torch.nn.LSTM`` runs oneDNN's fused LSTM kernel (≈ 9 ms on t
 machine this was written on, against ≈ 19 ms for its own ATen loop), which parallelises
 each step across cores. Here the per-step GEMMs are small (64×128×512) and scale poorly,
 and the elementwise step operations run on one core, so the gap is larger with 2 threads
-than with 1: about 1.5–1.8× ``torch.nn.LSTM`` (and 0.7× its ATen loop, with oneDNN off),
-while GRU, which torch runs as an ATen loop, stays at about 0.7–0.8× (a busy shared
-machine, ``--stat min``). ``scripts/bench_layers.py`` reports the current ratios.
+than with 1: on an idle 2-core AVX2 machine 1.3–1.5× ``torch.nn.LSTM`` (1 layer, 2 layers,
+bidirectional; repeated runs spread by ±0.1), while GRU, which torch runs as an ATen
+loop, stays at about 0.7–0.75×. On the same machine busy with other jobs the LSTM ratio
+rose to 1.8×: torch's fused kernel suffers less from stolen cycles than 400 small
+kernels a pass do. ``scripts/bench_layers.py`` reports the current ratios.
 
 Tried and dropped: computing the local derivatives inside the forward step (data still in
 cache) cost more than the batched pass it replaced; ``torch.jit.script`` does not remove
-Python's per-operation cost (FACTS.md).
+Python's per-operation cost (FACTS.md); keeping LSTM's gates in the order ``o, i, f, g``
+(one sigmoid a step instead of two, weights permuted per call) and running the time loop
+on one thread both measured no better, within the ±0.1 spread.
 
 Padded batches
 --------------
