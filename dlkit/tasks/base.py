@@ -71,6 +71,9 @@ class Task(L.LightningModule):
 
     default_loss: str = "cross_entropy"
     default_metrics: tuple[str, ...] = ()
+    # Elements of training-metric inputs kept before they are handed to the metrics
+    # (see update_metric): 4 Mi float32 = 16 MB.
+    TRAIN_METRIC_BUFFER: int = 1 << 22
 
     def __init__(
         self,
@@ -455,10 +458,48 @@ class Task(L.LightningModule):
             if not len(collection):
                 continue
             o, t = (out, y) if output == SINGLE else (out[output], y[output])
-            collection.update(*self.metric_inputs(o, t))
+            self.update_metric(stage, collection, *self.metric_inputs(o, t))
             metrics[output] = collection
         self.log_epoch_means(stage, scalars, metrics, batch_size=len(x), prog_bar=(f"{stage}/loss",))
         return loss
+
+    def update_metric(self, stage: str, metric: Metric | MetricCollection, preds: Tensor, target: Tensor) -> None:
+        """``metric.update(preds, target)``, deferred and batched while training.
+
+        A torchmetrics update costs a dozen small tensor operations whatever the batch
+        size (about 0.3 ms for a MetricCollection holding accuracy, 3 % of a small CNN's
+        step). Training batches are therefore kept (detached) and handed to the metric
+        concatenated, every ``TRAIN_METRIC_BUFFER`` elements and at the end of the epoch;
+        metrics built from sums over samples (accuracy, F1, MAE, R², ...) come out the
+        same. Validation and test update at once.
+
+        Args:
+            stage: ``"train"``, ``"val"`` or ``"test"``.
+            metric: The ``Metric`` or ``MetricCollection`` to update.
+            preds: Its first update argument, batch first, e.g. logits ``(B, C)``.
+            target: Its second, batch first, e.g. class indices ``(B,)``.
+
+        Example:
+            >>> self.update_metric("train", self.train_metrics["_"], logits.detach(), y)
+        """
+        if stage != "train":
+            metric.update(preds, target)
+            return
+        key = id(metric)
+        entry = self._train_metric_buffers.setdefault(key, (metric, [], []))
+        entry[1].append(preds.detach())
+        entry[2].append(target.detach())
+        self._train_buffered += preds.numel()
+        if self._train_buffered >= self.TRAIN_METRIC_BUFFER:
+            self._update_buffered_metrics()
+
+    def _update_buffered_metrics(self) -> None:
+        for metric, preds, targets in self._train_metric_buffers.values():
+            if preds:
+                metric.update(torch.cat(preds), torch.cat(targets))
+                preds.clear()
+                targets.clear()
+        self._train_buffered = 0
 
     def log_epoch_means(
         self,
@@ -482,7 +523,7 @@ class Task(L.LightningModule):
         Args:
             stage: ``"train"``, ``"val"`` or ``"test"``.
             scalars: Logged name -> batch mean (a 0-d tensor), e.g. ``{"train/loss": loss}``.
-            metrics: Metric objects the caller updated on this batch, to log for the
+            metrics: Metric objects updated on this batch (with :meth:`update_metric`), to log for the
                 epoch: a ``Metric`` under its key, a ``MetricCollection`` under its
                 members' own (prefixed) names.
             batch_size: Samples in the batch: the weight of its values in the mean.
@@ -517,6 +558,7 @@ class Task(L.LightningModule):
         return 0 < trainer.max_steps <= trainer.global_step + 1
 
     def _flush_train_logs(self) -> None:
+        self._update_buffered_metrics()
         count = self._train_count
         for name, total in self._train_sums.items():
             # sync_dist: the epoch value is the mean over processes too (no-op on one).
@@ -530,6 +572,8 @@ class Task(L.LightningModule):
         self._train_sums: dict[str, Tensor] = {}
         self._train_count = 0
         self._train_metrics_to_log: dict[str, Metric | MetricCollection] = {}
+        self._train_metric_buffers: dict[int, tuple[Any, list[Tensor], list[Tensor]]] = {}
+        self._train_buffered = 0
         self._train_prog_bar: set[str] = set()
 
     def _log_metric(self, name: str, metric: Metric | MetricCollection, prog_bar: bool) -> None:

@@ -302,3 +302,19 @@ def test_train_epoch_means_are_weighted_by_batch_size(digits, max_steps: int) ->
         expected = sum(loss * n for loss, n in batches) / sum(n for _, n in batches)
         assert logged == pytest.approx(expected, rel=1e-6)
     assert all(0.0 <= acc <= 1.0 for acc in history.history["train/acc"])
+
+
+@pytest.mark.parametrize("buffer", [Classifier.TRAIN_METRIC_BUFFER, 100])
+def test_buffered_train_metrics_equal_the_epoch_accuracy(digits, buffer: int, monkeypatch) -> None:
+    # lr=1e-12 keeps the weights (practically) fixed, so the accuracy is known in advance; a
+    # buffer of 100 elements (10 samples of 10 logits) makes the updates go in chunks.
+    x, y = digits
+    monkeypatch.setattr(Classifier, "TRAIN_METRIC_BUFFER", buffer)
+    L.seed_everything(0, verbose=False)
+    clf = Classifier(_mlp()).compile(optimizer="sgd", lr=1e-12, metrics=["accuracy", "f1"])
+    with torch.no_grad():
+        logits = clf.net(torch.as_tensor(x[:150]))
+    expected_acc = float((logits.argmax(1) == torch.as_tensor(y[:150])).float().mean())
+    history = clf.fit(x[:150], y[:150], epochs=2, batch_size=32, limit_val_batches=0, **QUIET)
+    assert history.history["train/acc"] == pytest.approx([expected_acc] * 2, abs=1e-6)
+    assert all(0.0 <= f1 <= 1.0 for f1 in history.history["train/f1"])
