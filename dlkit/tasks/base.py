@@ -516,8 +516,9 @@ class Task(L.LightningModule):
         caller, are computed over the whole epoch. Validation and test go through
         ``self.log`` per batch. Training does the same sums itself and calls ``self.log``
         once, on the last batch of the epoch: each ``self.log`` call costs Lightning
-        tens of microseconds of bookkeeping, about a tenth of a small model's step
-        (``scripts/bench_overhead.py``). The values callbacks see at
+        tens of microseconds of bookkeeping (a tenth of the LeNet step of
+        ``scripts/bench_overhead.py`` in a cProfile run on a busy machine; within the
+        benchmark's run-to-run spread end to end). The values callbacks see at
         ``on_train_epoch_end`` are the same either way.
 
         Args:
