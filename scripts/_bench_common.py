@@ -15,38 +15,6 @@ from typing import Any
 REPO = Path(__file__).resolve().parents[1]
 
 
-def compose(experiment: str, overrides: list[str], output_dir: Path) -> Any:
-    """Compose ``train.yaml`` for ``experiment`` as ``dlkit-train`` would, writing to ``output_dir``.
-
-    Args:
-        experiment: Name of a file in ``dlkit/conf/experiment``.
-        overrides: Hydra overrides, e.g. ``["trainer.max_epochs=1"]``.
-        output_dir: The run folder.
-
-    Returns:
-        The composed ``DictConfig`` (with ``HydraConfig`` set, so ``${hydra:...}`` resolves).
-
-    Example:
-        >>> cfg = compose("lenet5_fashion", ["trainer.max_epochs=1"], Path("/tmp/run"))
-    """
-    from hydra import compose as hydra_compose
-    from hydra import initialize_config_module
-    from hydra.core.global_hydra import GlobalHydra
-    from hydra.core.hydra_config import HydraConfig
-    from omegaconf import open_dict
-
-    GlobalHydra.instance().clear()
-    with initialize_config_module(config_module="dlkit.conf", version_base="1.3"):
-        cfg = hydra_compose("train", overrides=[f"experiment={experiment}", *overrides], return_hydra_config=True)
-    with open_dict(cfg):
-        cfg.hydra.runtime.output_dir = str(output_dir)
-        cfg.hydra.job.num = 0
-    HydraConfig.instance().set_config(cfg)
-    with open_dict(cfg):
-        cfg.paths.output_dir = str(output_dir)
-    return cfg
-
-
 def compose_quiet(
     experiment: str,
     overrides: list[str],
@@ -54,7 +22,8 @@ def compose_quiet(
     callbacks: dict[str, dict[str, Any]],
     drop: Sequence[str] = (),
 ) -> Any:
-    """:func:`compose`, then swap the progress bar for the benchmark's own callbacks.
+    """Compose ``experiment`` as ``dlkit-train`` would (``dlkit.config.compose_config``), with
+    the progress bar swapped for the benchmark's own callbacks.
 
     Args:
         experiment: Name of a file in ``dlkit/conf/experiment``.
@@ -72,7 +41,9 @@ def compose_quiet(
     """
     from omegaconf import open_dict
 
-    cfg = compose(experiment, overrides, output_dir)
+    from dlkit.config import compose_config
+
+    cfg = compose_config("train", [f"experiment={experiment}", *overrides], output_dir)
     with open_dict(cfg):
         if cfg.get("callbacks") is None:
             cfg.callbacks = {}

@@ -9,10 +9,10 @@ from pathlib import Path
 
 import pytest
 import torch
-from hydra import compose, initialize_config_module
 from hydra.core.global_hydra import GlobalHydra
-from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, open_dict
+
+from dlkit.config import compose_config
 
 # Two cores: more intra-op threads than cores only adds contention in tiny test models.
 torch.set_num_threads(min(2, os.cpu_count() or 1))
@@ -48,16 +48,8 @@ def one_thread_per_module() -> Iterator[None]:
 
 
 def _compose(config_name: str, overrides: list[str], output_dir: Path) -> DictConfig:
-    GlobalHydra.instance().clear()
-    with initialize_config_module(config_module="dlkit.conf", version_base="1.3"):
-        cfg = compose(config_name=config_name, overrides=overrides, return_hydra_config=True)
-    # ${hydra:runtime.output_dir} needs a HydraConfig, as @hydra.main would set it.
-    with open_dict(cfg):
-        cfg.hydra.runtime.output_dir = str(output_dir)
-        cfg.hydra.job.num = 0
-    HydraConfig.instance().set_config(cfg)
-    with open_dict(cfg):
-        cfg.paths.output_dir = str(output_dir)
+    cfg = compose_config(config_name, overrides, output_dir)
+    with open_dict(cfg):  # nothing a test runs writes to ./logs
         cfg.paths.log_dir = str(output_dir / "logs")
     return cfg
 

@@ -96,3 +96,31 @@ def test_config_composes_and_instantiates(name: str, compose_train, compose_eval
         assert cfg.trainer.max_epochs >= 1 and cfg.task_name == "debug"
     elif group == "hparams_search":
         assert OmegaConf.select(cfg, "hydra.sweeper.params")
+
+
+def test_compose_config_runs_where_asked_and_resolves_hydra_values(tmp_path: Path) -> None:
+    from dlkit.config import compose_config
+
+    cfg = compose_config("train", ["experiment=mlp_diabetes", "trainer.max_epochs=3"], tmp_path / "run")
+    assert cfg.task_name == "mlp_diabetes" and cfg.trainer.max_epochs == 3
+    assert cfg.paths.output_dir == str(tmp_path / "run")
+    assert OmegaConf.select(cfg, "hydra.runtime.output_dir") == str(tmp_path / "run")
+    # Every interpolation resolves, as under @hydra.main.
+    OmegaConf.to_container(cfg, resolve=True)
+
+
+def test_compose_config_defaults_to_dlkit_trains_run_folder() -> None:
+    from dlkit.config import compose_config
+
+    cfg = compose_config("train", ["task_name=probe"])
+    assert "/probe/runs/" in cfg.paths.output_dir.replace("\\", "/")
+    assert cfg.paths.output_dir == OmegaConf.select(cfg, "hydra.run.dir")
+
+
+def test_compose_config_bad_override_names_the_key() -> None:
+    from hydra.errors import ConfigCompositionException
+
+    from dlkit.config import compose_config
+
+    with pytest.raises(ConfigCompositionException, match="no_such_key"):
+        compose_config("train", ["trainer.no_such_key=1"])

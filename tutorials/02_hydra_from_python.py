@@ -1,7 +1,8 @@
 """Tutorial 2 — the command-line run, composed and launched from Python.
 
 `dlkit-train` is `dlkit.train.train(cfg)` behind Hydra's command line. Composing the
-config in-process (as the tests do) lets a notebook launch, inspect and compare runs.
+config in-process with `dlkit.config.compose_config` (as the tests do) lets a notebook
+launch, inspect and compare runs; it takes the same overrides as the command line.
 
 Run it:  .venv/bin/python tutorials/02_hydra_from_python.py
 The same run from the shell:
@@ -12,30 +13,24 @@ import os
 import tempfile
 from pathlib import Path
 
-from hydra import compose, initialize_config_module
-from hydra.core.hydra_config import HydraConfig
-from omegaconf import OmegaConf, open_dict
+from omegaconf import OmegaConf
 
+from dlkit.config import compose_config
 from dlkit.train import train
 
 EPOCHS = int(os.environ.get("DLKIT_TUTORIAL_EPOCHS", 30))
 out = Path(tempfile.mkdtemp(prefix="dlkit-tutorial-"))
 
-with initialize_config_module(config_module="dlkit.conf", version_base="1.3"):
-    cfg = compose(
-        config_name="train",
-        overrides=[
-            "experiment=mlp_diabetes",  # a regression task on scikit-learn's diabetes data
-            f"trainer.max_epochs={EPOCHS}",
-            "optimizer.lr=0.003",
-            "~callbacks.rich_progress_bar",
-        ],
-        return_hydra_config=True,
-    )
-# @hydra.main would create the run folder; here we choose it.
-with open_dict(cfg):
-    cfg.hydra.runtime.output_dir = str(out)
-HydraConfig.instance().set_config(cfg)
+cfg = compose_config(
+    "train",
+    [
+        "experiment=mlp_diabetes",  # a regression task on scikit-learn's diabetes data
+        f"trainer.max_epochs={EPOCHS}",
+        "optimizer.lr=0.003",
+        "~callbacks.rich_progress_bar",
+    ],
+    output_dir=out,  # without it: logs/<task_name>/runs/<timestamp>, as dlkit-train
+)
 print(OmegaConf.to_yaml(cfg.model))
 
 metrics, objects = train(cfg)
