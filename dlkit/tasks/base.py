@@ -365,7 +365,11 @@ class Task(L.LightningModule):
         # Frozen parameters are left out, so freezing (requires_grad=False) also
         # saves optimiser state and time.
         params = [p for p in self.parameters() if p.requires_grad]
-        optimizer = build_optimizer(self.optimizer_factory, params)
+        # Under mixed precision Lightning unscales gradients (for clipping and for
+        # callbacks that read them) only for optimisers that do not unscale themselves,
+        # as fused ones do; so they are fused only outside "*-mixed".
+        mixed = self._trainer is not None and str(self.trainer.precision).endswith("-mixed")
+        optimizer = build_optimizer(self.optimizer_factory, params, prefer_fused=not mixed)
         if self.scheduler_factory is None:
             return optimizer
         scheduler = _fill_schedule_defaults(self.scheduler_factory, self)(optimizer=optimizer)
@@ -612,7 +616,9 @@ class Task(L.LightningModule):
         return None
 
 
-def build_optimizer(factory: OptimizerFactory, params: Sequence[Tensor]) -> torch.optim.Optimizer:
+def build_optimizer(
+    factory: OptimizerFactory, params: Sequence[Tensor], prefer_fused: bool = True
+) -> torch.optim.Optimizer:
     """Call an optimiser factory, with torch's fused kernel when it has one for ``params``.
 
     ``torch.optim`` still defaults to its per-parameter loop on the CPU (Adam on
@@ -628,6 +634,10 @@ def build_optimizer(factory: OptimizerFactory, params: Sequence[Tensor]) -> torc
         factory: ``f(params) -> Optimizer``, usually a Hydra ``_partial_`` or the
             partial :meth:`Task.compile` builds.
         params: The parameters to optimise.
+        prefer_fused: False builds the factory as it is. :meth:`Task.configure_optimizers`
+            passes False under ``*-mixed`` precision, where Lightning only unscales the
+            gradients of optimisers that do not unscale them themselves (fused ones do),
+            so gradient clipping and callbacks reading gradients need the unfused path.
 
     Returns:
         The optimiser.
@@ -646,6 +656,7 @@ def build_optimizer(factory: OptimizerFactory, params: Sequence[Tensor]) -> torc
         and issubclass(func, torch.optim.Optimizer)
         and "fused" in inspect.signature(func).parameters
         and not {"fused", "foreach"} & chosen.keys()
+        and prefer_fused
     ):
         try:
             return factory(params=params, fused=True)

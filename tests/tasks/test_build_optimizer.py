@@ -98,3 +98,17 @@ def test_command_line_optimizer_is_fused_unless_told_otherwise(compose_train, ov
     cfg = compose_train(*overrides)
     net = nn.Linear(4, 3)
     assert build_optimizer(instantiate(cfg.optimizer), list(net.parameters())).param_groups[0]["fused"] is fused
+
+
+def test_mixed_precision_keeps_the_unfused_optimizer_so_clipping_works() -> None:
+    """Under "*-mixed" Lightning refuses to clip gradients for fused optimisers (they unscale themselves)."""
+    import numpy as np
+
+    rng = np.random.default_rng(0)
+    x, y = rng.random((64, 64), dtype=np.float32), rng.integers(0, 10, 64)
+    net = create_model("mlp", in_features=64, hidden_sizes=(8,), num_classes=10)
+    clf = Classifier(net).compile(optimizer="adam", lr=1e-3)
+    clf.fit(x, y, epochs=1, batch_size=32, verbose=False, precision="bf16-mixed", gradient_clip_val=1.0)
+    assert not clf.trainer.optimizers[0].param_groups[0]["fused"]
+    clf.fit(x, y, epochs=1, batch_size=32, verbose=False, gradient_clip_val=1.0)
+    assert clf.trainer.optimizers[0].param_groups[0]["fused"]
