@@ -16,7 +16,7 @@ __all__ = ["warmup_cosine"]
 def warmup_cosine(
     optimizer: Optimizer,
     T_max: int,
-    warmup: int = 5,
+    warmup: int | None = None,
     start_factor: float = 0.01,
     eta_min: float = 0.0,
 ) -> LRScheduler:
@@ -31,7 +31,9 @@ def warmup_cosine(
         optimizer: The optimiser whose rate is scheduled.
         T_max: Length of the whole schedule, warm-up included (dlkit fills a null
             ``T_max`` with ``trainer.max_epochs``, or the run's steps).
-        warmup: Intervals of linear warm-up; 0 gives plain cosine annealing.
+        warmup: Intervals of linear warm-up; 0 gives plain cosine annealing. Defaults
+            to 5 % of ``T_max``, at least one interval when ``T_max > 1``, so the default
+            fits a run of any length.
         start_factor: Fraction of ``lr`` the warm-up starts from, in (0, 1].
         eta_min: Rate at the end of the schedule.
 
@@ -53,6 +55,8 @@ def warmup_cosine(
         >>> rates[:4]
         [0.001, 0.0505, 0.1, 0.0962]
     """
+    if warmup is None:
+        warmup = min(max(1, round(0.05 * T_max)), T_max - 1)
     if not 0 <= warmup < T_max:
         raise ValueError(
             f"scheduler.warmup must lie in [0, T_max) = [0, {T_max}), got {warmup}: the warm-up has to end "

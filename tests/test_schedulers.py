@@ -93,9 +93,22 @@ def test_task_fills_T_max_from_the_run() -> None:
     assert rates[3] < rates[2] and rates[-1] < rates[3]
 
 
-def test_config_default_warmup_longer_than_the_run_is_a_clear_error() -> None:
+def test_a_warmup_longer_than_the_run_is_a_clear_error() -> None:
     with pytest.raises(ValueError, match=r"scheduler.warmup must lie in \[0, T_max\) = \[0, 3\), got 5"):
-        _fit("warmup_cosine", epochs=3)
+        _fit(functools.partial(warmup_cosine, T_max=None, warmup=5), epochs=3)
+
+
+@pytest.mark.parametrize(("T_max", "warmup"), [(1, 0), (2, 1), (3, 1), (40, 2), (4690, 234)])
+def test_default_warmup_is_five_percent_of_the_run(T_max: int, warmup: int) -> None:
+    rates = _rates(lambda o: warmup_cosine(o, T_max=T_max), min(T_max, 300))
+    peak = max(range(len(rates)), key=rates.__getitem__)
+    assert peak == warmup
+
+
+def test_config_name_works_for_a_short_run() -> None:
+    rates = _fit("warmup_cosine", epochs=3)  # warm-up of 1 epoch: 0.001, 0.1, then cosine
+    np.testing.assert_allclose(rates[:2], [0.001, 0.1], rtol=1e-6)
+    assert rates[2] < rates[1]
 
 
 def test_docstring_example_runs() -> None:
