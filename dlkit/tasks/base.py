@@ -367,9 +367,11 @@ class Task(L.LightningModule):
         params = [p for p in self.parameters() if p.requires_grad]
         # Under mixed precision Lightning unscales gradients (for clipping and for
         # callbacks that read them) only for optimisers that do not unscale themselves,
-        # as fused ones do; so they are fused only outside "*-mixed".
+        # as fused ones do; and fused kernels refuse sparse gradients (SGD and Adagrad
+        # accept them unfused). So neither case gets a fused optimiser.
         mixed = self._trainer is not None and str(self.trainer.precision).endswith("-mixed")
-        optimizer = build_optimizer(self.optimizer_factory, params, prefer_fused=not mixed)
+        sparse = any(getattr(m, "sparse", False) is True for m in self.modules())
+        optimizer = build_optimizer(self.optimizer_factory, params, prefer_fused=not (mixed or sparse))
         if self.scheduler_factory is None:
             return optimizer
         scheduler = _fill_schedule_defaults(self.scheduler_factory, self)(optimizer=optimizer)
@@ -637,7 +639,9 @@ def build_optimizer(
         prefer_fused: False builds the factory as it is. :meth:`Task.configure_optimizers`
             passes False under ``*-mixed`` precision, where Lightning only unscales the
             gradients of optimisers that do not unscale them themselves (fused ones do),
-            so gradient clipping and callbacks reading gradients need the unfused path.
+            so gradient clipping and callbacks reading gradients need the unfused path;
+            and for networks with sparse-gradient modules (``nn.Embedding(sparse=True)``),
+            which fused kernels refuse.
 
     Returns:
         The optimiser.

@@ -112,3 +112,12 @@ def test_mixed_precision_keeps_the_unfused_optimizer_so_clipping_works() -> None
     assert not clf.trainer.optimizers[0].param_groups[0]["fused"]
     clf.fit(x, y, epochs=1, batch_size=32, verbose=False, gradient_clip_val=1.0)
     assert clf.trainer.optimizers[0].param_groups[0]["fused"]
+
+
+def test_sparse_embeddings_keep_the_unfused_optimizer() -> None:
+    """Fused SGD/Adagrad refuse sparse gradients, which their default loops accept."""
+    net = nn.Sequential(nn.Embedding(10, 4, sparse=True), nn.Flatten(), nn.Linear(8, 3))
+    clf = Classifier(net, num_classes=3).compile(optimizer="sgd", lr=0.1)
+    x, y = torch.randint(0, 10, (32, 2)), torch.randint(0, 3, (32,))
+    clf.fit(x, y, epochs=1, batch_size=16, verbose=False)
+    assert not clf.trainer.optimizers[0].param_groups[0]["fused"]
