@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+import doctest
+import inspect
 import os
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from types import ModuleType
+from typing import Any
 
 import pytest
 import torch
@@ -45,6 +49,23 @@ def one_thread_per_module() -> Iterator[None]:
     """:func:`one_thread` set once for a whole module (files of many tiny tests)."""
     with _one_intra_op_thread():
         yield
+
+
+def check_docstring_examples(obj: Any) -> None:
+    """Run the docstring examples of ``obj`` (a module, or one function or class of it)
+    with its module's names and ``torch`` in scope, seed 0; assert some ran and all passed."""
+    torch.manual_seed(0)
+    module = obj if isinstance(obj, ModuleType) else inspect.getmodule(obj)
+    runner = doctest.DocTestRunner()
+    for test in doctest.DocTestFinder().find(obj, globs={**vars(module), "torch": torch}):
+        runner.run(test)
+    assert runner.tries > 0 and runner.failures == 0
+
+
+@pytest.fixture
+def docstring_examples() -> Callable[[Any], None]:
+    """``docstring_examples(obj)``: its doctests pass (see check_docstring_examples)."""
+    return check_docstring_examples
 
 
 def _compose(config_name: str, overrides: list[str], output_dir: Path) -> DictConfig:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import doctest
 import functools
 import math
 
@@ -111,6 +110,5 @@ def test_config_name_works_for_a_short_run() -> None:
     assert rates[2] < rates[1]
 
 
-def test_docstring_example_runs() -> None:
-    result = doctest.testmod(dlkit.schedulers, extraglobs={"torch": torch})
-    assert result.attempted > 0 and result.failed == 0
+def test_docstring_example_runs(docstring_examples) -> None:
+    docstring_examples(dlkit.schedulers)

@@ -656,11 +656,11 @@ def build_optimizer(
     """
     func, chosen = (factory.func, factory.keywords) if isinstance(factory, functools.partial) else (factory, {})
     if (
-        inspect.isclass(func)
+        prefer_fused
+        and not {"fused", "foreach"} & chosen.keys()
+        and inspect.isclass(func)
         and issubclass(func, torch.optim.Optimizer)
         and "fused" in inspect.signature(func).parameters
-        and not {"fused", "foreach"} & chosen.keys()
-        and prefer_fused
     ):
         try:
             return factory(params=params, fused=True)

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import doctest
-from types import ModuleType
 from typing import Callable
 
 import pytest
@@ -68,15 +66,3 @@ def randomize() -> Callable[..., nn.Module]:
     """``randomize(module)``: random positive parameters and buffers, in place."""
     return randomize_
 
-
-def check_docstring_examples(module: ModuleType) -> None:
-    """Run ``module``'s doctests (``torch`` in scope, seed 0); assert some ran and all passed."""
-    torch.manual_seed(0)
-    result = doctest.testmod(module, extraglobs={"torch": torch})
-    assert result.attempted > 0 and result.failed == 0
-
-
-@pytest.fixture
-def docstring_examples() -> Callable[[ModuleType], None]:
-    """``docstring_examples(module)``: its doctests pass (see check_docstring_examples)."""
-    return check_docstring_examples

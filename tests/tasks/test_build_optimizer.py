@@ -2,14 +2,12 @@
 
 from __future__ import annotations
 
-import doctest
 import functools
 
 import pytest
 import torch
 import torch.nn as nn
 
-import dlkit.tasks.base
 from dlkit import Classifier, create_model
 from dlkit.config import group_options, instantiate_option
 from dlkit.tasks.base import build_optimizer
@@ -83,12 +81,8 @@ def test_task_builds_its_optimizer_fused_and_compile_can_opt_out() -> None:
     assert not clf.configure_optimizers().param_groups[0]["fused"]
 
 
-def test_docstring_example_runs() -> None:
-    finder = doctest.DocTestFinder()
-    runner = doctest.DocTestRunner()
-    for test in finder.find(build_optimizer, "build_optimizer", globs=vars(dlkit.tasks.base)):
-        runner.run(test)
-    assert runner.tries > 0 and runner.failures == 0
+def test_docstring_example_runs(docstring_examples) -> None:
+    docstring_examples(build_optimizer)
 
 
 @pytest.mark.parametrize(("overrides", "fused"), [((), True), (("+optimizer.fused=false",), False)])
