@@ -15,16 +15,11 @@ from pathlib import Path
 from typing import Any
 
 import hydra
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig
 
-from dlkit.utils import (
-    ConfigError,
-    instantiate_dict,
-    instantiate_node,
-    resolve_ckpt_path,
-    route_lightning_logs,
-    write_metrics_json,
-)
+from dlkit.checkpoint import load_run, resolve_ckpt_path
+from dlkit.config import ConfigError, instantiate_dict, instantiate_node
+from dlkit.run_output import route_lightning_logs, write_metrics_json
 
 __all__ = ["evaluate", "main"]
 
@@ -39,7 +34,7 @@ def evaluate(cfg: DictConfig) -> dict[str, float]:
         The metrics (``test/acc``...), also written to ``<output_dir>/metrics.json``.
 
     Raises:
-        dlkit.utils.ConfigError: Missing checkpoint, a checkpoint without a stored
+        dlkit.config.ConfigError: Missing checkpoint, a checkpoint without a stored
             config, or a bad ``split``.
     """
     if cfg.split not in ("test", "val"):
@@ -48,22 +43,11 @@ def evaluate(cfg: DictConfig) -> dict[str, float]:
     started = time.perf_counter()
 
     import lightning as L
-    import torch
 
     route_lightning_logs()
-    checkpoint = torch.load(ckpt_path, map_location="cpu", weights_only=True)
-    if "dlkit_config" not in checkpoint:
-        raise ConfigError(
-            f"{ckpt_path} holds no dlkit run config (it was not written by dlkit-train); "
-            "rebuild the task in Python and use Classifier.evaluate instead."
-        )
-    run = OmegaConf.create(checkpoint["dlkit_config"])
+    task, run = load_run(ckpt_path)
     L.seed_everything(run.get("seed", cfg.seed), workers=True)
     datamodule = instantiate_node(cfg.data if cfg.get("data") else run.data, "data")
-    net = instantiate_node(run.model, "model")
-    loss = instantiate_node(run.loss, "loss") if run.get("loss") else None
-    task = instantiate_node(run.task, "task", net=net, loss=loss)
-    task.load_state_dict(checkpoint["state_dict"])  # strict: a mismatch is an error, not a warning
 
     loggers = instantiate_dict(cfg.get("logger"), "logger")
     trainer: L.Trainer = instantiate_node(cfg.trainer, "trainer", logger=loggers or False, callbacks=[])
@@ -79,7 +63,7 @@ def evaluate(cfg: DictConfig) -> dict[str, float]:
     return metrics
 
 
-@hydra.main(version_base="1.3", config_path="conf", config_name="eval")
+@hydra.main(version_base="1.3", config_path="pkg://dlkit.conf", config_name="eval")
 def _hydra_main(cfg: DictConfig) -> None:
     evaluate(cfg)
 

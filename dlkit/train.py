@@ -23,17 +23,11 @@ from typing import Any
 import hydra
 from omegaconf import DictConfig, OmegaConf
 
-from dlkit.utils import (
-    instantiate_dict,
-    instantiate_node,
-    fill_model_from_data,
-    resolve_ckpt_path,
-    route_lightning_logs,
-    validate_config,
-    write_metrics_json,
-)
+from dlkit.checkpoint import resolve_ckpt_path
+from dlkit.config import fill_model_from_data, instantiate_dict, instantiate_node, validate_config
+from dlkit.run_output import route_lightning_logs, write_metrics_json
 
-__all__ = ["train", "main"]
+__all__ = ["main", "train"]
 
 log = logging.getLogger(__name__)
 
@@ -50,10 +44,11 @@ def train(cfg: DictConfig) -> tuple[dict[str, float], dict[str, Any]]:
         (``datamodule``, ``task``, ``trainer``) for callers that want to look further.
 
     Raises:
-        dlkit.utils.ConfigError: A bad value (key, value and allowed values named),
-            raised before any training starts.
+        dlkit.config.ConfigError: A bad value (key, value and allowed values named),
+            or a ``ckpt_path`` that does not exist, raised before any training starts.
     """
     validate_config(cfg)
+    ckpt_path = resolve_ckpt_path(cfg.ckpt_path) if cfg.get("ckpt_path") else None
     started = time.perf_counter()
 
     import lightning as L
@@ -75,7 +70,6 @@ def train(cfg: DictConfig) -> tuple[dict[str, float], dict[str, Any]]:
     callbacks = instantiate_dict(cfg.get("callbacks"), "callbacks")
     loggers = instantiate_dict(cfg.get("logger"), "logger")
     trainer: L.Trainer = instantiate_node(cfg.trainer, "trainer", callbacks=callbacks, logger=loggers or False)
-    ckpt_path = resolve_ckpt_path(cfg.ckpt_path) if cfg.get("ckpt_path") else None
 
     metrics: dict[str, float] = {}
     if cfg.get("train"):
@@ -132,7 +126,7 @@ def _log_hparams(cfg: DictConfig, loggers: list[Any], metrics: dict[str, float])
         logger.save()
 
 
-@hydra.main(version_base="1.3", config_path="conf", config_name="train")
+@hydra.main(version_base="1.3", config_path="pkg://dlkit.conf", config_name="train")
 def _hydra_main(cfg: DictConfig) -> float | None:
     metrics, _ = train(cfg)
     key = cfg.get("optimized_metric")

@@ -26,7 +26,7 @@ def compose_quiet(
     the progress bar swapped for the benchmark's own callbacks.
 
     Args:
-        experiment: Name of a file in ``dlkit/conf/experiment``.
+        experiment: Name of a file in ``conf/experiment``.
         overrides: Hydra overrides.
         output_dir: The run folder.
         callbacks: ``{key: {"_target_": ..., **kwargs}}`` added to ``cfg.callbacks``

@@ -2,7 +2,7 @@
 
 Runs ``seq2seq_rnn_dates``, ``seq2seq_bahdanau_dates``, ``seq2seq_luong_dates``,
 ``transformer_dates`` and ``lstm_fashion_rows`` (or those named with ``--experiments``)
-one after another, each composed in-process from ``dlkit/conf/train.yaml`` exactly as
+one after another, each composed in-process from ``conf/train.yaml`` exactly as
 ``dlkit-train experiment=<name>`` would, trained with :func:`dlkit.train.train` and
 tested on its best checkpoint. Prints one line per epoch, then a markdown table: test
 exact match / BLEU / token accuracy for the date experiments (test accuracy for the
@@ -74,7 +74,7 @@ def run(experiment: str, overrides: list[str], output_dir: Path) -> dict[str, An
     """Train and test one experiment; return its benchmark record.
 
     Args:
-        experiment: Name of a file in ``dlkit/conf/experiment``.
+        experiment: Name of a file in ``conf/experiment``.
         overrides: Extra Hydra overrides.
         output_dir: The run folder.
 

@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from dlkit.checkpoint_io import AtomicCheckpointIO, atomic_torch_save
+from dlkit.checkpoint import AtomicCheckpointIO, atomic_torch_save
 
 
 def test_a_crash_during_save_leaves_the_old_file_intact(tmp_path: Path, monkeypatch) -> None:

@@ -1,4 +1,4 @@
-"""Every YAML file under dlkit/conf composes, and every object it describes instantiates."""
+"""Every YAML file under conf/ composes, and every object it describes instantiates."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ from hydra.utils import instantiate
 from omegaconf import OmegaConf
 
 from dlkit.config import CONF_DIR
-from dlkit.utils import fill_model_from_data, instantiate_dict, instantiate_node
+from dlkit.config import fill_model_from_data, instantiate_dict, instantiate_node
 
 CONF_FILES = sorted(p.relative_to(CONF_DIR).with_suffix("").as_posix() for p in CONF_DIR.rglob("*.yaml"))
 BUILDABLE = ("data", "model", "optimizer", "loss", "scheduler", "task", "experiment")

@@ -14,7 +14,7 @@ from hydra.errors import MissingConfigException
 
 from dlkit.eval import evaluate
 from dlkit.train import train
-from dlkit.utils import ConfigError
+from dlkit.config import ConfigError
 from tests.conftest import FAST
 
 REPO = Path(__file__).resolve().parents[1]

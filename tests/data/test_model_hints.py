@@ -8,7 +8,7 @@ import pytest
 from omegaconf import OmegaConf
 
 from dlkit.data import FashionMNISTDataModule, ImageFolderDataModule, MNISTDataModule
-from dlkit.utils import fill_model_from_data
+from dlkit.config import fill_model_from_data
 
 
 @pytest.mark.parametrize(
