@@ -15,12 +15,20 @@ and :class:`~dlkit.tasks.Regressor`:
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from typing import Union
+
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
 from torch import Tensor
 
+from dlkit.config import instantiate_option
+
 __all__ = [
+    "LossFunction",
+    "LossSpec",
+    "as_loss_module",
     "CrossEntropyLoss",
     "NLLLoss",
     "BCELoss",
@@ -173,3 +181,49 @@ class KLDivLoss(_ClassAwareLoss):
     def forward(self, pred: Tensor, target: Tensor) -> Tensor:
         log_probs = pred.log_softmax(-1) if self.from_logits else pred
         return F.kl_div(log_probs, _dense_target(pred, target), reduction="batchmean")
+
+
+# What a task accepts as a loss: a name from conf/loss, a module, or f(pred, target).
+LossSpec = Union[str, nn.Module, Callable[..., Tensor]]
+
+
+class LossFunction(nn.Module):
+    """A plain function ``f(pred, target) -> loss`` as a module, so it can live in a ``ModuleDict``.
+
+    Args:
+        fn: The loss function.
+
+    Example:
+        >>> LossFunction(F.l1_loss)(torch.zeros(3), torch.ones(3))
+        tensor(1.)
+    """
+
+    def __init__(self, fn: Callable[..., Tensor]) -> None:
+        super().__init__()
+        self.fn = fn
+
+    def forward(self, pred: Tensor, target: Tensor) -> Tensor:
+        return self.fn(pred, target)
+
+
+def as_loss_module(spec: LossSpec) -> nn.Module:
+    """A loss module from a name in ``conf/loss``, a module, or a function.
+
+    Args:
+        spec: ``"cross_entropy"``, ``"huber"``... (the options of ``conf/loss``), an
+            ``nn.Module``, or a callable ``f(pred, target)``.
+
+    Raises:
+        ValueError: An unknown name (the allowed ones are listed) or another type.
+
+    Example:
+        >>> type(as_loss_module("mse")).__name__
+        'MSELoss'
+    """
+    if isinstance(spec, str):
+        spec = instantiate_option("loss", spec)
+    if isinstance(spec, nn.Module):
+        return spec
+    if callable(spec):
+        return LossFunction(spec)
+    raise ValueError(f"loss must be a name, an nn.Module or a callable, got {type(spec).__name__}.")

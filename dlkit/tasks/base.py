@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import contextlib
 import functools
-import inspect
 import logging
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from typing import Any, Literal, Union
@@ -24,28 +23,29 @@ from omegaconf import OmegaConf
 import torch
 import torch.nn as nn
 from torch import Tensor
-from torchmetrics import MaxMetric, Metric, MetricCollection, MinMetric
+from torchmetrics import MaxMetric, MetricCollection, MinMetric
 
 from dlkit.callbacks.history import History
+from dlkit.checkpoint import CONFIG_KEY
 from dlkit.config import instantiate_option
-from dlkit.data.tensor import TensorBatchLoader, TensorDataModule, as_tensor
-from dlkit.layers.dropout import weight_penalty
+from dlkit.data.tensor import TensorBatchLoader, arrays_to_datamodule, as_loader, as_tensor, is_loader
+from dlkit.layers import weight_penalty
+from dlkit.losses import LossSpec, as_loss_module
+from dlkit.tasks.epoch_means import EpochMeanLogging
 from dlkit.tasks.metrics import build_metric, metric_mode
+from dlkit.tasks.optim import OptimizerFactory, SchedulerFactory, build_optimizer, check_lr, fill_schedule_defaults
 from dlkit.tasks.summary import ModelSummary, summarize
 
-__all__ = ["Task", "OptimizerFactory", "SchedulerFactory", "build_optimizer"]
+__all__ = ["SINGLE_OUTPUT", "STAGES", "Task"]
 
-OptimizerFactory = Callable[..., torch.optim.Optimizer]
-SchedulerFactory = Callable[..., Any]
-LossSpec = Union[str, nn.Module, Callable[..., Tensor]]
 MetricSpec = Union[Sequence[str], Mapping[str, Sequence[str]]]
 DataSpec = Any  # a LightningDataModule, (x, y) arrays/tensors, or a loader
 STAGES = ("train", "val", "test")
-# Key of the loss/metrics of a single-output network (ModuleDict keys cannot be empty).
-SINGLE = "_"
+# Key of the loss/metrics of a network with one output (ModuleDict keys cannot be empty).
+SINGLE_OUTPUT = "_"
 
 
-class Task(L.LightningModule):
+class Task(EpochMeanLogging):
     """Base class of dlkit's tasks: loss, metrics, optimiser wiring and the Keras face.
 
     Args:
@@ -53,7 +53,7 @@ class Task(L.LightningModule):
             outputs, ``loss``/``metrics``/``loss_weights`` may be dicts keyed by output.
         optimizer: A factory ``f(params) -> Optimizer`` (Hydra ``_partial_``), or an
             optimiser name from ``conf/optimizer`` (``"adam"``, ``"sgd"``, ...).
-            Defaults to Adam with lr 1e-3. Built by :func:`build_optimizer`, which
+            Defaults to Adam with lr 1e-3. Built by :func:`~dlkit.tasks.optim.build_optimizer`, which
             picks torch's fused kernel when one exists (``fused=False`` opts out).
         scheduler: A factory ``f(optimizer) -> LRScheduler`` or a name from
             ``conf/scheduler``, or None. Defaults to None.
@@ -73,9 +73,6 @@ class Task(L.LightningModule):
 
     default_loss: str = "cross_entropy"
     default_metrics: tuple[str, ...] = ()
-    # Elements of training-metric inputs kept before they are handed to the metrics
-    # (see update_metric): 4 Mi float32 = 16 MB.
-    TRAIN_METRIC_BUFFER: int = 1 << 22
 
     def __init__(
         self,
@@ -108,7 +105,6 @@ class Task(L.LightningModule):
             raise ValueError(f"task.l1 and task.l2 must be >= 0, got {l1} and {l2}.")
         self.monitor, self.monitor_mode, self.scheduler_interval = monitor, monitor_mode, scheduler_interval
         self.l1, self.l2 = l1, l2
-        self._reset_train_logs()
         self.compile(
             optimizer=optimizer if optimizer is not None else "adam",
             scheduler=scheduler,
@@ -143,7 +139,7 @@ class Task(L.LightningModule):
             loss_weights: Weight per output in the total loss.
             **optimizer_kwargs: Further optimiser arguments (``weight_decay``...).
                 ``fused=False`` or ``foreach=True`` overrides dlkit's choice of
-                torch's fused kernel (see :func:`build_optimizer`).
+                torch's fused kernel (see :func:`~dlkit.tasks.optim.build_optimizer`).
 
         Returns:
             The task itself, so calls chain.
@@ -158,14 +154,14 @@ class Task(L.LightningModule):
             optimizer = instantiate_option("optimizer", optimizer, lr=lr, **optimizer_kwargs)
         elif lr is not None or optimizer_kwargs:
             optimizer = functools.partial(optimizer, **({"lr": lr} if lr else {}), **optimizer_kwargs)
-        _check_lr(optimizer)
+        check_lr(optimizer)
         self.optimizer_factory = optimizer
         self.scheduler_factory = (
             instantiate_option("scheduler", scheduler) if isinstance(scheduler, str) else scheduler
         )
-        losses = loss if isinstance(loss, Mapping) else {SINGLE: loss}
+        losses = loss if isinstance(loss, Mapping) else {SINGLE_OUTPUT: loss}
         self.loss_fns = nn.ModuleDict(
-            {k: _as_loss_module(v if v is not None else self.default_loss) for k, v in losses.items()}
+            {k: as_loss_module(v if v is not None else self.default_loss) for k, v in losses.items()}
         )
         self.loss_weights = dict(loss_weights or {})
         if unknown := set(self.loss_weights) - set(self.loss_fns):
@@ -174,8 +170,8 @@ class Task(L.LightningModule):
                 f"{sorted(self.loss_fns)}."
             )
         if metrics is None:
-            metrics = {SINGLE: self.default_metrics} if self.can_build_default_metrics() else {}
-        per_output = metrics if isinstance(metrics, Mapping) else {SINGLE: list(metrics)}
+            metrics = {SINGLE_OUTPUT: self.default_metrics} if self.can_build_default_metrics() else {}
+        per_output = metrics if isinstance(metrics, Mapping) else {SINGLE_OUTPUT: list(metrics)}
         self._build_metrics(per_output)
         return self
 
@@ -224,10 +220,10 @@ class Task(L.LightningModule):
             trainer = self._trainer_for(verbose, max_epochs=epochs, callbacks=[*callbacks, history], **trainer_kwargs)
             if isinstance(data, L.LightningDataModule):
                 trainer.fit(self, datamodule=data)
-            elif _is_loader(data):
+            elif is_loader(data):
                 trainer.fit(self, train_dataloaders=data, val_dataloaders=validation_data)
             else:
-                dm = _arrays_to_datamodule(data, y, batch_size, validation_data, validation_split, shuffle_seed)
+                dm = arrays_to_datamodule(data, y, batch_size, validation_data, validation_split, shuffle_seed)
                 trainer.fit(self, datamodule=dm)
         return history
 
@@ -256,7 +252,7 @@ class Task(L.LightningModule):
             if isinstance(data, L.LightningDataModule):
                 results = trainer.test(self, datamodule=data, verbose=verbose)
             else:
-                results = trainer.test(self, dataloaders=_as_loader(data, y, batch_size), verbose=verbose)
+                results = trainer.test(self, dataloaders=as_loader(data, y, batch_size), verbose=verbose)
         return {k.removeprefix("test/"): float(v) for k, v in results[0].items()}
 
     @torch.no_grad()
@@ -277,7 +273,7 @@ class Task(L.LightningModule):
         if isinstance(data, L.LightningDataModule):
             data.setup("predict")
             loader: Iterable[Any] = data.predict_dataloader()
-        elif not _is_loader(data):
+        elif not is_loader(data):
             loader = TensorBatchLoader(as_tensor(data), None, batch_size)
         else:
             loader = data
@@ -340,17 +336,11 @@ class Task(L.LightningModule):
             tracker.reset()
 
     def on_train_epoch_start(self) -> None:
-        self._reset_train_logs()
+        super().on_train_epoch_start()
         # The rate used during this epoch; logged from the task (not LearningRateMonitor)
         # so runs without a logger record it too.
         if self.trainer.optimizers:
             self.log("train/lr", self.trainer.optimizers[0].param_groups[0]["lr"], on_step=False, on_epoch=True)
-
-    def on_train_epoch_end(self) -> None:
-        # An epoch a callback stops early never reaches its last batch: loggers still get
-        # its means, callbacks only after their own on_train_epoch_end.
-        if self._train_count:
-            self._flush_train_logs()
 
     def on_validation_epoch_end(self) -> None:
         if self.trainer.sanity_checking:
@@ -374,7 +364,13 @@ class Task(L.LightningModule):
         optimizer = build_optimizer(self.optimizer_factory, params, prefer_fused=not (mixed or sparse))
         if self.scheduler_factory is None:
             return optimizer
-        scheduler = _fill_schedule_defaults(self.scheduler_factory, self)(optimizer=optimizer)
+        scheduler = fill_schedule_defaults(
+            self.scheduler_factory,
+            max_epochs=self.trainer.max_epochs,
+            total_steps=lambda: self.trainer.estimated_stepping_batches,
+            per_step=self.scheduler_interval == "step",
+            monitor_mode=self.monitor_mode,
+        )(optimizer=optimizer)
         return {
             "optimizer": optimizer,
             "lr_scheduler": {"scheduler": scheduler, "interval": self.scheduler_interval, "monitor": self.monitor},
@@ -384,7 +380,7 @@ class Task(L.LightningModule):
         # A checkpoint carries the composed run config when Hydra made it, so
         # dlkit-eval can rebuild the network from the file alone.
         if getattr(self, "run_config", None) is not None:
-            checkpoint["dlkit_config"] = self.run_config
+            checkpoint[CONFIG_KEY] = self.run_config
 
     # ------------------------------------------------------------------ internals
     def _build_metrics(self, per_output: Mapping[str, Sequence[str]]) -> None:
@@ -399,20 +395,20 @@ class Task(L.LightningModule):
             built = dict(self.build_metric(output, n) for n in names)
             collections[output] = MetricCollection(built) if built else MetricCollection({})
             for short in built:
-                key = short if output == SINGLE else f"{output}_{short}"
+                key = short if output == SINGLE_OUTPUT else f"{output}_{short}"
                 self._headline = self._headline or key
                 self.best_trackers[key] = MaxMetric() if metric_mode(short) == "max" else MinMetric()
         # One ModuleDict per stage, as attributes: a "train" key would shadow nn.Module.train.
         for stage in STAGES:
             per_stage = {
-                out: c.clone(prefix=f"{stage}/" if out == SINGLE else f"{stage}/{out}_")
+                out: c.clone(prefix=f"{stage}/" if out == SINGLE_OUTPUT else f"{stage}/{out}_")
                 for out, c in collections.items()
             }
             setattr(self, f"{stage}_metrics", nn.ModuleDict(per_stage))
 
     def can_build_default_metrics(self) -> bool:
         """Whether ``default_metrics`` apply (one output whose metrics need nothing unknown)."""
-        return SINGLE in self.loss_fns
+        return SINGLE_OUTPUT in self.loss_fns
 
     def build_metric(self, output: str, name: str) -> tuple[str, Any]:
         """Build metric ``name`` for ``output`` (subclasses decide the kind)."""
@@ -434,11 +430,11 @@ class Task(L.LightningModule):
                 parts[name] = fn(out[name], y[name])
             total = sum(self.loss_weights.get(k, 1.0) * v for k, v in parts.items())
             return total, parts  # type: ignore[return-value]
-        if SINGLE not in self.loss_fns:
+        if SINGLE_OUTPUT not in self.loss_fns:
             raise ValueError(
                 f"compile() got losses per output {sorted(self.loss_fns)} but the network returns one tensor."
             )
-        return self.loss_fns[SINGLE](out, y), {}
+        return self.loss_fns[SINGLE_OUTPUT](out, y), {}
 
     def _split_auxiliary(self, out: Any) -> tuple[Any, dict[str, Any]]:
         """Separate auxiliary heads' outputs from the main one.
@@ -448,7 +444,7 @@ class Task(L.LightningModule):
         loss configured, the main output is scored as usual and each auxiliary output
         adds ``net.aux_loss_weight`` (default 0.3, as in Szegedy et al.) times its loss.
         """
-        if isinstance(out, Mapping) and "logits" in out and SINGLE in self.loss_fns:
+        if isinstance(out, Mapping) and "logits" in out and SINGLE_OUTPUT in self.loss_fns:
             return out["logits"], {k: v for k, v in out.items() if k != "logits"}
         return out, {}
 
@@ -457,141 +453,40 @@ class Task(L.LightningModule):
         out, auxiliary = self._split_auxiliary(self(x))
         loss, parts = self._compute_losses(out, y)
         if auxiliary:
-            aux_loss = sum(self.loss_fns[SINGLE](a, y) for a in auxiliary.values())
+            aux_loss = sum(self.loss_fns[SINGLE_OUTPUT](a, y) for a in auxiliary.values())
             loss = loss + getattr(self.net, "aux_loss_weight", 0.3) * aux_loss
             parts["aux"] = aux_loss  # type: ignore[assignment]
-        if stage == "train" and (self.l1 or self.l2):
-            loss = loss + weight_penalty(self.net, l1=self.l1, l2=self.l2)
+        if stage == "train":
+            loss = self.add_regularization(loss)
         scalars = {f"{stage}/loss": loss, **{f"{stage}/{name}_loss": v for name, v in parts.items()}}
         metrics = {}
         for output, collection in getattr(self, f"{stage}_metrics").items():
             if not len(collection):
                 continue
-            o, t = (out, y) if output == SINGLE else (out[output], y[output])
+            o, t = (out, y) if output == SINGLE_OUTPUT else (out[output], y[output])
             self.update_metric(stage, collection, *self.metric_inputs(o, t))
             metrics[output] = collection
         self.log_epoch_means(stage, scalars, metrics, batch_size=len(x), prog_bar=(f"{stage}/loss",))
         return loss
 
-    def update_metric(self, stage: str, metric: Metric | MetricCollection, preds: Tensor, target: Tensor) -> None:
-        """``metric.update(preds, target)``, deferred and batched while training.
+    def add_regularization(self, loss: Tensor) -> Tensor:
+        """The training loss plus the task's L1/L2 weight penalty (``l1``, ``l2``).
 
-        A torchmetrics update costs a dozen small tensor operations whatever the batch
-        size (about 0.3 ms for a MetricCollection holding accuracy, 3 % of a small CNN's
-        step). Training batches are therefore kept (detached) and handed to the metric
-        concatenated, every ``TRAIN_METRIC_BUFFER`` elements and at the end of the epoch;
-        metrics built from sums over samples (accuracy, F1, MAE, R², ...) come out the
-        same. Validation and test update at once.
+        Every task's ``training_step`` calls this, so the penalty appears in ``train/loss``.
 
         Args:
-            stage: ``"train"``, ``"val"`` or ``"test"``.
-            metric: The ``Metric`` or ``MetricCollection`` to update.
-            preds: Its first update argument, batch first, e.g. logits ``(B, C)``.
-            target: Its second, batch first, e.g. class indices ``(B,)``.
+            loss: The batch's data loss, a 0-d tensor.
+
+        Returns:
+            ``loss + l1 * sum|w| + l2 * sum w^2`` over the network's weights, or ``loss``
+            itself when both are 0.
 
         Example:
-            >>> self.update_metric("train", self.train_metrics["_"], logits.detach(), y)
+            >>> loss = self.add_regularization(self.loss_fns["_"](out, y))
         """
-        if stage != "train":
-            metric.update(preds, target)
-            return
-        key = id(metric)
-        entry = self._train_metric_buffers.setdefault(key, (metric, [], []))
-        entry[1].append(preds.detach())
-        entry[2].append(target.detach())
-        self._train_buffered += preds.numel()
-        if self._train_buffered >= self.TRAIN_METRIC_BUFFER:
-            self._update_buffered_metrics()
-
-    def _update_buffered_metrics(self) -> None:
-        for metric, preds, targets in self._train_metric_buffers.values():
-            if preds:
-                metric.update(torch.cat(preds), torch.cat(targets))
-                preds.clear()
-                targets.clear()
-        self._train_buffered = 0
-
-    def log_epoch_means(
-        self,
-        stage: str,
-        scalars: Mapping[str, Tensor],
-        metrics: Mapping[str, Metric | MetricCollection] | None = None,
-        batch_size: int = 1,
-        prog_bar: Sequence[str] = (),
-    ) -> None:
-        """Log per-epoch means of batch values and the epoch's torchmetrics results.
-
-        Every value is logged as its epoch mean weighted by ``batch_size`` (Lightning's
-        ``on_step=False, on_epoch=True``) and the metric objects, already updated by the
-        caller, are computed over the whole epoch. Validation and test go through
-        ``self.log`` per batch. Training does the same sums itself and calls ``self.log``
-        once, on the last batch of the epoch: each ``self.log`` call costs Lightning
-        tens of microseconds of bookkeeping (a tenth of the LeNet step of
-        ``scripts/bench_overhead.py`` in a cProfile run on a busy machine; within the
-        benchmark's run-to-run spread end to end). The values callbacks see at
-        ``on_train_epoch_end`` are the same either way.
-
-        Args:
-            stage: ``"train"``, ``"val"`` or ``"test"``.
-            scalars: Logged name -> batch mean (a 0-d tensor), e.g. ``{"train/loss": loss}``.
-            metrics: Metric objects updated on this batch (with :meth:`update_metric`), to log for the
-                epoch: a ``Metric`` under its key, a ``MetricCollection`` under its
-                members' own (prefixed) names.
-            batch_size: Samples in the batch: the weight of its values in the mean.
-            prog_bar: Names shown in the progress bar; metrics show there outside training.
-
-        Example:
-            >>> self.log_epoch_means("train", {"train/loss": loss}, {"acc": self.train_metrics["_"]}, len(x))
-        """
-        if stage != "train":
-            for name, value in scalars.items():
-                self.log(name, value, on_step=False, on_epoch=True, prog_bar=name in prog_bar, batch_size=batch_size)
-            for name, metric in (metrics or {}).items():
-                self._log_metric(name, metric, prog_bar=True)
-            return
-        sums = self._train_sums
-        for name, value in scalars.items():
-            weighted = value.detach() * batch_size
-            sums[name] = sums[name] + weighted if name in sums else weighted
-        self._train_count += batch_size
-        self._train_metrics_to_log.update(metrics or {})
-        self._train_prog_bar = set(prog_bar)
-        if self._epoch_ends_after_this_batch():
-            self._flush_train_logs()
-
-    def _epoch_ends_after_this_batch(self) -> bool:
-        trainer = self._trainer
-        if trainer is None or trainer.is_last_batch:
-            return True
-        # max_steps stops inside an epoch. Under gradient accumulation this may flush a
-        # few batches early; the rest is flushed at epoch end and Lightning's weighted
-        # mean over both calls is still the epoch mean.
-        return 0 < trainer.max_steps <= trainer.global_step + 1
-
-    def _flush_train_logs(self) -> None:
-        self._update_buffered_metrics()
-        count = self._train_count
-        for name, total in self._train_sums.items():
-            # sync_dist: the epoch value is the mean over processes too (no-op on one).
-            self.log(name, total / count, on_step=False, on_epoch=True, prog_bar=name in self._train_prog_bar,
-                     batch_size=count, sync_dist=True)
-        for name, metric in self._train_metrics_to_log.items():
-            self._log_metric(name, metric, prog_bar=False)
-        self._reset_train_logs()
-
-    def _reset_train_logs(self) -> None:
-        self._train_sums: dict[str, Tensor] = {}
-        self._train_count = 0
-        self._train_metrics_to_log: dict[str, Metric | MetricCollection] = {}
-        self._train_metric_buffers: dict[int, tuple[Any, list[Tensor], list[Tensor]]] = {}
-        self._train_buffered = 0
-        self._train_prog_bar: set[str] = set()
-
-    def _log_metric(self, name: str, metric: Metric | MetricCollection, prog_bar: bool) -> None:
-        if isinstance(metric, MetricCollection):
-            self.log_dict(metric, on_step=False, on_epoch=True, prog_bar=prog_bar)
-        else:
-            self.log(name, metric, on_step=False, on_epoch=True, prog_bar=prog_bar)
+        if not (self.l1 or self.l2):
+            return loss
+        return loss + weight_penalty(self.net, l1=self.l1, l2=self.l2)
 
     def metric_inputs(self, out: Tensor, target: Tensor) -> tuple[Tensor, Tensor]:
         """Adapt ``(output, target)`` to what the torchmetrics objects expect."""
@@ -618,57 +513,6 @@ class Task(L.LightningModule):
         return None
 
 
-def build_optimizer(
-    factory: OptimizerFactory, params: Sequence[Tensor], prefer_fused: bool = True
-) -> torch.optim.Optimizer:
-    """Call an optimiser factory, with torch's fused kernel when it has one for ``params``.
-
-    ``torch.optim`` still defaults to its per-parameter loop on the CPU (Adam on
-    LeNet-5: 0.52 ms a step, about 5 % of a training step on 2 cores), while its fused
-    kernel does the same update in one pass (0.14 ms; results equal to float32
-    rounding). So when the factory is a ``torch.optim`` class taking ``fused`` (Adam,
-    AdamW, SGD, Adagrad in torch 2.x), or a ``functools.partial`` of one, and the user chose no
-    implementation (``fused``/``foreach`` unset), it is built with ``fused=True``; where
-    torch refuses (a device or dtype without the kernel, ``differentiable=True``), with
-    the factory's own defaults.
-
-    Args:
-        factory: ``f(params) -> Optimizer``, usually a Hydra ``_partial_`` or the
-            partial :meth:`Task.compile` builds.
-        params: The parameters to optimise.
-        prefer_fused: False builds the factory as it is. :meth:`Task.configure_optimizers`
-            passes False under ``*-mixed`` precision, where Lightning only unscales the
-            gradients of optimisers that do not unscale them themselves (fused ones do),
-            so gradient clipping and callbacks reading gradients need the unfused path;
-            and for networks with sparse-gradient modules (``nn.Embedding(sparse=True)``),
-            which fused kernels refuse.
-
-    Returns:
-        The optimiser.
-
-    Example:
-        >>> net = torch.nn.Linear(3, 1)
-        >>> opt = build_optimizer(functools.partial(torch.optim.Adam, lr=1e-3), list(net.parameters()))
-        >>> opt.param_groups[0]["fused"]
-        True
-        >>> build_optimizer(functools.partial(torch.optim.Adam, fused=False), list(net.parameters())).param_groups[0]["fused"]
-        False
-    """
-    func, chosen = (factory.func, factory.keywords) if isinstance(factory, functools.partial) else (factory, {})
-    if (
-        prefer_fused
-        and not {"fused", "foreach"} & chosen.keys()
-        and inspect.isclass(func)
-        and issubclass(func, torch.optim.Optimizer)
-        and "fused" in inspect.signature(func).parameters
-    ):
-        try:
-            return factory(params=params, fused=True)
-        except (RuntimeError, ValueError):
-            pass  # no fused kernel for these parameters: the factory's own defaults below
-    return factory(params=params)
-
-
 @contextlib.contextmanager
 def _lightning_info(verbose: bool) -> Iterator[None]:
     """Hide Lightning's start-up notes (accelerator, tips) when ``verbose=False``, as Keras is quiet."""
@@ -680,98 +524,3 @@ def _lightning_info(verbose: bool) -> Iterator[None]:
         yield
     finally:
         logger.setLevel(level)
-
-
-def _is_loader(data: Any) -> bool:
-    """A DataLoader-like iterable of batches (not an array, a tuple of arrays or a DataModule)."""
-    return (
-        hasattr(data, "__iter__")
-        and not hasattr(data, "__array__")  # tensors and NumPy arrays
-        and not isinstance(data, (tuple, list, Mapping, L.LightningDataModule))
-    )
-
-
-def _check_lr(factory: Any) -> None:
-    lr = getattr(factory, "keywords", {}).get("lr")
-    if isinstance(lr, (int, float)) and lr <= 0:
-        raise ValueError(f"optimizer.lr must be > 0, got {lr}.")
-
-
-def _as_loss_module(spec: LossSpec) -> nn.Module:
-    if isinstance(spec, str):
-        spec = instantiate_option("loss", spec)
-    if isinstance(spec, nn.Module):
-        return spec
-    if callable(spec):
-        return _LossFn(spec)
-    raise ValueError(f"loss must be a name, an nn.Module or a callable, got {type(spec).__name__}.")
-
-
-class _LossFn(nn.Module):
-    """Wraps a plain function ``f(pred, target)`` so it can live in a ``ModuleDict``."""
-
-    def __init__(self, fn: Callable[..., Tensor]) -> None:
-        super().__init__()
-        self.fn = fn
-
-    def forward(self, pred: Tensor, target: Tensor) -> Tensor:
-        return self.fn(pred, target)
-
-
-def _fill_schedule_defaults(factory: SchedulerFactory, task: Task) -> SchedulerFactory:
-    """Fill the scheduler arguments a config leaves null from the run.
-
-    ``T_max`` (cosine) becomes ``max_epochs`` (or the estimated optimiser steps when
-    stepping per step), ``total_steps`` (one-cycle) the estimated optimiser steps, and
-    ``mode`` (plateau) the task's ``monitor_mode``, so a schedule spans the run and
-    follows the monitored metric the right way up by default.
-    """
-    keywords = getattr(factory, "keywords", {})
-    trainer = task.trainer
-    per_step = task.scheduler_interval == "step"
-    fills: dict[str, Any] = {}
-    if "T_max" in keywords and keywords["T_max"] is None:
-        fills["T_max"] = int(trainer.estimated_stepping_batches) if per_step else trainer.max_epochs
-    if "total_steps" in keywords and keywords["total_steps"] is None:
-        fills["total_steps"] = int(trainer.estimated_stepping_batches)
-    if "mode" in keywords and keywords["mode"] is None:
-        fills["mode"] = task.monitor_mode
-    return functools.partial(factory, **fills) if fills else factory
-
-
-def _split_arrays(x: Tensor, y: Any, fraction: float) -> tuple[tuple[Tensor, Any], tuple[Tensor, Any]]:
-    if not 0 < fraction < 1:
-        raise ValueError(f"validation_split must lie in (0, 1), got {fraction}.")
-    n_val = max(1, int(round(len(x) * fraction)))
-    cut = len(x) - n_val
-    ys = (lambda s: {k: v[s] for k, v in y.items()}) if isinstance(y, Mapping) else (lambda s: y[s])
-    return (x[:cut], ys(slice(None, cut))), (x[cut:], ys(slice(cut, None)))
-
-
-def _xy(data: Any, y: Any) -> tuple[Tensor, Any]:
-    if y is None:
-        if not (isinstance(data, (tuple, list)) and len(data) == 2):
-            raise ValueError("Give array data as fit(x, y) or fit((x, y)); got inputs without targets.")
-        data, y = data
-    ty = {k: as_tensor(v) for k, v in y.items()} if isinstance(y, Mapping) else as_tensor(y)
-    return as_tensor(data), ty
-
-
-def _arrays_to_datamodule(
-    data: Any, y: Any, batch_size: int, validation_data: Any, validation_split: float, seed: int
-) -> TensorDataModule:
-    train = _xy(data, y)
-    val = None
-    if validation_data is not None:
-        val = _xy(validation_data, None)
-    elif validation_split:
-        train, val = _split_arrays(*train, validation_split)
-    return TensorDataModule(train=train, val=val, batch_size=batch_size, seed=seed)
-
-
-def _as_loader(data: Any, y: Any, batch_size: int) -> Iterable[Any]:
-    if _is_loader(data):
-        return data
-    x, ty = _xy(data, y)
-    return TensorBatchLoader(x, ty, batch_size)
-

@@ -9,7 +9,7 @@ import torch.nn as nn
 from torch import Tensor
 
 from dlkit.losses import BCELoss
-from dlkit.tasks.base import SINGLE, Task
+from dlkit.tasks.base import SINGLE_OUTPUT, Task
 from dlkit.tasks.metrics import build_metric
 
 __all__ = ["Classifier"]
@@ -54,13 +54,13 @@ class Classifier(Task):
         self.hparams["num_classes"] = self._num_classes_arg
 
     def num_classes_of(self, output: str) -> int | None:
-        """Classes of ``output`` (``SINGLE`` for a single-output network)."""
+        """Classes of ``output`` (``SINGLE_OUTPUT`` for a single-output network)."""
         arg = self._num_classes_arg
         if isinstance(arg, dict):
             return arg.get(output)
         if arg is not None:
             return arg
-        return getattr(self.net, "num_classes", None) if output == SINGLE else None
+        return getattr(self.net, "num_classes", None) if output == SINGLE_OUTPUT else None
 
     def _is_binary(self, output: str) -> bool:
         n = self.num_classes_of(output)
@@ -69,7 +69,7 @@ class Classifier(Task):
     def can_build_default_metrics(self) -> bool:
         # Without a known class count (e.g. a custom net with no num_classes attribute)
         # accuracy cannot be built; explicit metrics=[...] then says what is missing.
-        return super().can_build_default_metrics() and self.num_classes_of(SINGLE) is not None
+        return super().can_build_default_metrics() and self.num_classes_of(SINGLE_OUTPUT) is not None
 
     def build_metric(self, output: str, name: str) -> tuple[str, Any]:
         kind = "binary" if self._is_binary(output) else "multiclass"

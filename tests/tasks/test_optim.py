@@ -10,7 +10,7 @@ import torch.nn as nn
 
 from dlkit import Classifier, create_model
 from dlkit.config import group_options, instantiate_option
-from dlkit.tasks.base import build_optimizer
+from dlkit.tasks.optim import build_optimizer
 
 # conf/optimizer entries whose torch class has a fused kernel for CPU float32 parameters.
 FUSED = {"adam", "adamw", "sgd", "momentum", "nesterov", "adagrad"}

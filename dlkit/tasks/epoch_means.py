@@ -1,0 +1,213 @@
+"""Training values accumulated over an epoch, to be logged once at its end.
+
+Lightning's ``self.log(on_epoch=True)`` and a torchmetrics ``update`` each cost a fixed
+amount of bookkeeping per call whatever the batch size, which is a visible share of a
+small model's step. A task therefore sums its training values itself (weighted by batch
+size) and keeps metric inputs to hand them over concatenated; :class:`EpochAccumulator`
+holds that state for one epoch, and :class:`EpochMeanLogging`, the base of every dlkit
+task, logs through it: per epoch for training, per batch (Lightning's own
+accumulation) for validation and test.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import lightning as L
+import torch
+from torch import Tensor
+from torchmetrics import Metric, MetricCollection
+
+__all__ = ["EpochAccumulator", "EpochMeanLogging"]
+
+
+class EpochAccumulator:
+    """Batch-size-weighted sums of scalars, and deferred metric inputs, for one epoch.
+
+    Args:
+        metric_buffer: Elements of metric inputs kept before they are handed to their
+            metrics (so memory stays bounded on long epochs). Defaults to 4 Mi
+            (16 MB of float32).
+
+    Example:
+        >>> acc = EpochAccumulator()
+        >>> acc.add_scalars({"train/loss": torch.tensor(2.0)}, batch_size=3)
+        >>> acc.add_scalars({"train/loss": torch.tensor(1.0)}, batch_size=1)
+        >>> acc.means()["train/loss"]
+        tensor(1.7500)
+    """
+
+    def __init__(self, metric_buffer: int = 1 << 22) -> None:
+        self.metric_buffer = metric_buffer
+        self.reset()
+
+    def reset(self) -> None:
+        """Forget everything: the start of a new epoch."""
+        self.sums: dict[str, Tensor] = {}
+        self.count = 0
+        self.metrics: dict[str, Metric | MetricCollection] = {}
+        self.prog_bar: set[str] = set()
+        self._pending: dict[int, tuple[Metric | MetricCollection, list[Tensor], list[Tensor]]] = {}
+        self._pending_elements = 0
+
+    def add_scalars(self, scalars: Mapping[str, Tensor], batch_size: int, prog_bar: Sequence[str] = ()) -> None:
+        """Add one batch's values (0-d tensors, batch means) with weight ``batch_size``.
+
+        Args:
+            scalars: Logged name -> batch mean, e.g. ``{"train/loss": loss}``.
+            batch_size: Samples in the batch.
+            prog_bar: Names to show in the progress bar.
+        """
+        for name, value in scalars.items():
+            weighted = value.detach() * batch_size
+            self.sums[name] = self.sums[name] + weighted if name in self.sums else weighted
+        self.count += batch_size
+        self.prog_bar = set(prog_bar)
+
+    def add_metric_inputs(self, metric: Metric | MetricCollection, preds: Tensor, target: Tensor) -> None:
+        """Keep ``metric.update(preds, target)``'s inputs; hand them over when the buffer is full.
+
+        Args:
+            metric: The metric to update.
+            preds: Its first update argument, batch first, e.g. logits ``(B, C)``.
+            target: Its second, batch first, e.g. class indices ``(B,)``.
+        """
+        entry = self._pending.setdefault(id(metric), (metric, [], []))
+        entry[1].append(preds.detach())
+        entry[2].append(target.detach())
+        self._pending_elements += preds.numel()
+        if self._pending_elements >= self.metric_buffer:
+            self.update_metrics()
+
+    def log_metrics(self, metrics: Mapping[str, Metric | MetricCollection]) -> None:
+        """Remember metric objects to log at the epoch's end, by name."""
+        self.metrics.update(metrics)
+
+    def update_metrics(self) -> None:
+        """Hand every kept metric input to its metric, concatenated."""
+        for metric, preds, targets in self._pending.values():
+            if preds:
+                metric.update(torch.cat(preds), torch.cat(targets))
+                preds.clear()
+                targets.clear()
+        self._pending_elements = 0
+
+    def means(self) -> dict[str, Tensor]:
+        """Each scalar's epoch mean, weighted by batch size."""
+        return {name: total / self.count for name, total in self.sums.items()}
+
+
+class EpochMeanLogging(L.LightningModule):
+    """A LightningModule that logs epoch means of its batch values and metrics cheaply.
+
+    Tasks call :meth:`update_metric` and :meth:`log_epoch_means` from their steps;
+    everything a user sees is the same as with ``self.log(..., on_epoch=True)`` per batch.
+    """
+
+    # Elements of training-metric inputs kept before they are handed to the metrics
+    # (see update_metric): 4 Mi float32 = 16 MB.
+    TRAIN_METRIC_BUFFER: int = 1 << 22
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._train_epoch = EpochAccumulator(self.TRAIN_METRIC_BUFFER)
+
+    def on_train_epoch_start(self) -> None:
+        self._train_epoch = EpochAccumulator(self.TRAIN_METRIC_BUFFER)
+
+    def on_train_epoch_end(self) -> None:
+        # An epoch a callback stops early never reaches its last batch: loggers still get
+        # its means, callbacks only after their own on_train_epoch_end.
+        if self._train_epoch.count:
+            self._flush_train_logs()
+
+    def update_metric(self, stage: str, metric: Metric | MetricCollection, preds: Tensor, target: Tensor) -> None:
+        """``metric.update(preds, target)``, deferred and batched while training.
+
+        A torchmetrics update costs a dozen small tensor operations whatever the batch
+        size, so training batches are kept (detached) and handed to the metric
+        concatenated (:class:`EpochAccumulator`), every ``TRAIN_METRIC_BUFFER`` elements
+        and at the end of the epoch; metrics built from sums over samples (accuracy, F1, MAE, R², ...) come out the
+        same. Validation and test update at once.
+
+        Args:
+            stage: ``"train"``, ``"val"`` or ``"test"``.
+            metric: The ``Metric`` or ``MetricCollection`` to update.
+            preds: Its first update argument, batch first, e.g. logits ``(B, C)``.
+            target: Its second, batch first, e.g. class indices ``(B,)``.
+
+        Example:
+            >>> self.update_metric("train", self.train_metrics["_"], logits.detach(), y)
+        """
+        if stage != "train":
+            metric.update(preds, target)
+            return
+        self._train_epoch.add_metric_inputs(metric, preds, target)
+
+    def log_epoch_means(
+        self,
+        stage: str,
+        scalars: Mapping[str, Tensor],
+        metrics: Mapping[str, Metric | MetricCollection] | None = None,
+        batch_size: int = 1,
+        prog_bar: Sequence[str] = (),
+    ) -> None:
+        """Log per-epoch means of batch values and the epoch's torchmetrics results.
+
+        Every value is logged as its epoch mean weighted by ``batch_size`` (Lightning's
+        ``on_step=False, on_epoch=True``) and the metric objects, already updated by the
+        caller, are computed over the whole epoch. Validation and test go through
+        ``self.log`` per batch. Training does the same sums itself and calls ``self.log``
+        once, on the last batch of the epoch, because each ``self.log`` call has a fixed
+        bookkeeping cost that is a visible share of a small model's step. The values
+        callbacks see at ``on_train_epoch_end`` are the same either way.
+
+        Args:
+            stage: ``"train"``, ``"val"`` or ``"test"``.
+            scalars: Logged name -> batch mean (a 0-d tensor), e.g. ``{"train/loss": loss}``.
+            metrics: Metric objects updated on this batch (with :meth:`update_metric`), to log for the
+                epoch: a ``Metric`` under its key, a ``MetricCollection`` under its
+                members' own (prefixed) names.
+            batch_size: Samples in the batch: the weight of its values in the mean.
+            prog_bar: Names shown in the progress bar; metrics show there outside training.
+
+        Example:
+            >>> self.log_epoch_means("train", {"train/loss": loss}, {"acc": self.train_metrics["_"]}, len(x))
+        """
+        if stage != "train":
+            for name, value in scalars.items():
+                self.log(name, value, on_step=False, on_epoch=True, prog_bar=name in prog_bar, batch_size=batch_size)
+            for name, metric in (metrics or {}).items():
+                self._log_metric(name, metric, prog_bar=True)
+            return
+        self._train_epoch.add_scalars(scalars, batch_size, prog_bar)
+        self._train_epoch.log_metrics(metrics or {})
+        if self._epoch_ends_after_this_batch():
+            self._flush_train_logs()
+
+    def _epoch_ends_after_this_batch(self) -> bool:
+        trainer = self._trainer
+        if trainer is None or trainer.is_last_batch:
+            return True
+        # max_steps stops inside an epoch. Under gradient accumulation this may flush a
+        # few batches early; the rest is flushed at epoch end and Lightning's weighted
+        # mean over both calls is still the epoch mean.
+        return 0 < trainer.max_steps <= trainer.global_step + 1
+
+    def _flush_train_logs(self) -> None:
+        epoch = self._train_epoch
+        epoch.update_metrics()
+        for name, mean in epoch.means().items():
+            # sync_dist: the epoch value is the mean over processes too (no-op on one).
+            self.log(name, mean, on_step=False, on_epoch=True, prog_bar=name in epoch.prog_bar,
+                     batch_size=epoch.count, sync_dist=True)
+        for name, metric in epoch.metrics.items():
+            self._log_metric(name, metric, prog_bar=False)
+        self._train_epoch = EpochAccumulator(self.TRAIN_METRIC_BUFFER)
+
+    def _log_metric(self, name: str, metric: Metric | MetricCollection, prog_bar: bool) -> None:
+        if isinstance(metric, MetricCollection):
+            self.log_dict(metric, on_step=False, on_epoch=True, prog_bar=prog_bar)
+        else:
+            self.log(name, metric, on_step=False, on_epoch=True, prog_bar=prog_bar)
