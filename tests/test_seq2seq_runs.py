@@ -14,12 +14,12 @@ from dlkit.eval import evaluate
 from dlkit.train import train
 from tests.conftest import FAST
 
-# Small models on a shared 2-core machine: one intra-op thread avoids contention.
+# Small models: one intra-op thread avoids contention between threads.
 pytestmark = pytest.mark.usefixtures("one_thread")
 
 REPO = Path(__file__).resolve().parents[1]
 DATE_EXPERIMENTS = ["seq2seq_rnn_dates", "seq2seq_bahdanau_dates", "seq2seq_luong_dates", "transformer_dates"]
-# Small date sets: the generator renders a few hundred dates in milliseconds.
+# Small date sets keep every run short.
 SMALL_DATES = ["data.num_train=256", "data.num_val=64", "data.num_test=64", "data.batch_size=32"]
 TINY_RNN = ["model.embed_dim=16", "model.hidden_size=32"]
 TINY_TRANSFORMER = ["model.d_model=32", "model.nhead=2", "model.dim_feedforward=64",
@@ -67,7 +67,7 @@ def test_seq2seq_callbacks_config_adds_the_attention_logger(compose_train) -> No
 
 @pytest.mark.slow
 def test_bahdanau_learns_dates_within_a_few_epochs(compose_train, tmp_path: Path) -> None:
-    # 2,000 training dates, a small model, 5 epochs (~15 s on one core): chance is ~0.
+    # 2,000 training dates, a small model, 5 epochs: chance is ~0.
     cfg = compose_train(
         "experiment=seq2seq_bahdanau_dates", "data.num_train=2000", "data.num_val=200", "data.num_test=200",
         "data.batch_size=32", "model.embed_dim=32", "model.hidden_size=64", "model.dropout=0.0",

@@ -9,6 +9,8 @@ import lightning as L
 import torch
 from torch import Tensor
 
+from dlkit.models.decoding import greedy_decode
+
 __all__ = ["AttentionHeatmapLogger", "attention_image"]
 
 log = logging.getLogger(__name__)
@@ -101,9 +103,6 @@ class AttentionHeatmapLogger(L.Callback):
             ``{"images": [(3, H, W), ...] (one per example, empty without attention),
             "text": markdown, "predictions": [str, ...]}``.
         """
-        # Imported here: dlkit.tasks imports dlkit.callbacks (History) at import time.
-        from dlkit.tasks.decoding import greedy_decode
-
         net = task.net
         was_training = net.training
         net.eval()

@@ -11,23 +11,38 @@ them in memory as padded id tensors, and serves the batches every seq2seq task r
 
 Every batch is padded to its own longest source and target (not the split's), so
 short sentences do not pay for the longest one in the data set.
+
+Raw source strings are encoded by one function, :func:`encode_sources`, whether a
+DataModule encodes them or a reloaded ``Seq2Seq`` task with only its stored
+vocabulary: the same ids, the same warnings and errors.
 """
 
 from __future__ import annotations
 
 import itertools
 import warnings
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import Any, Literal
 
 import lightning as L
 import torch
 from torch import Tensor
 
-from dlkit.data.tensor import TensorBatchLoader, shuffles_training
+from dlkit.data.tensor import TensorBatchLoader, is_loader, shuffles_training
 from dlkit.data.text import Vocab
 
-__all__ = ["Seq2SeqBatchLoader", "Seq2SeqDataModule", "normalize_text", "pad_sequences"]
+__all__ = [
+    "OVERLONG_POLICIES",
+    "BatchList",
+    "Seq2SeqBatchLoader",
+    "Seq2SeqDataModule",
+    "as_batches",
+    "check_batch",
+    "encode_sources",
+    "limit_lengths",
+    "normalize_text",
+    "pad_sequences",
+]
 
 Pair = tuple[str, str]
 SPLITS = ("train", "val", "test")
@@ -68,6 +83,211 @@ def pad_sequences(seqs: Sequence[Sequence[int]], pad_id: int = 0) -> tuple[Tenso
     flat = torch.tensor(list(itertools.chain.from_iterable(seqs)), dtype=torch.long)
     ids[torch.arange(width) < lengths.unsqueeze(1)] = flat  # (N, L)
     return ids, lengths
+
+
+def limit_lengths(
+    seqs: list[list[int]],
+    limit: int | None,
+    on_overlong: Literal["truncate", "error"] = "truncate",
+    key: str = "max_src_len",
+    what: str = "inputs",
+    texts: Sequence[str] | None = None,
+) -> list[list[int]]:
+    """Apply the over-long policy to id sequences longer than ``limit`` tokens.
+
+    Args:
+        seqs: ``N`` id sequences.
+        limit: Most tokens a sequence may have, or None for no limit.
+        on_overlong: ``"truncate"`` cuts longer sequences with one warning;
+            ``"error"`` raises. Defaults to ``"truncate"``.
+        key: The config key of ``limit``, named in the messages. Defaults to
+            ``"max_src_len"``.
+        what: What the sequences are, for the messages (``"inputs"``, ``"train
+            sources"``). Defaults to ``"inputs"``.
+        texts: The ``N`` strings the sequences encode, to quote the longest one.
+            Defaults to None.
+
+    Returns:
+        ``seqs``, each cut to ``limit`` tokens.
+
+    Raises:
+        ValueError: A sequence is longer and ``on_overlong="error"``.
+
+    Example:
+        >>> limit_lengths([[4, 5, 6], [7]], 2)  # warns: 1 of 2 inputs are longer than ...
+        [[4, 5], [7]]
+    """
+    if limit is None:
+        return seqs
+    over = [i for i, s in enumerate(seqs) if len(s) > limit]
+    if not over:
+        return seqs
+    longest = max(over, key=lambda i: len(seqs[i]))
+    quoted = f": {texts[longest]!r}" if texts is not None else ""
+    detail = (
+        f"{len(over)} of {len(seqs)} {what} are longer than data.{key}={limit} tokens "
+        f"(the longest has {len(seqs[longest])}{quoted})"
+    )
+    if on_overlong == "error":
+        raise ValueError(f"{detail}. Raise data.{key}, or set data.on_overlong=truncate to cut them.")
+    warnings.warn(
+        f"{detail}; they were truncated to {limit} tokens. Raise data.{key} to keep them whole.",
+        stacklevel=3,
+    )
+    return [s[:limit] for s in seqs]
+
+
+def encode_sources(
+    texts: str | Sequence[str],
+    vocab: Vocab,
+    max_src_len: int | None = None,
+    on_overlong: Literal["truncate", "error"] = "truncate",
+    preprocess: Callable[[str], str] = normalize_text,
+) -> dict[str, Tensor]:
+    """Encode raw source strings into a predict batch.
+
+    Each string is preprocessed (whitespace normalised by default), tokenised and
+    mapped to ids; unknown tokens become ``<unk>`` and are reported in one warning;
+    an over-long input follows ``on_overlong`` (:func:`limit_lengths`).
+
+    Args:
+        texts: Source strings (a single string is one input).
+        vocab: The source vocabulary.
+        max_src_len: Longest source in tokens, or None for no limit. Defaults to None.
+        on_overlong: ``"truncate"`` (with a warning) or ``"error"``. Defaults to
+            ``"truncate"``.
+        preprocess: Applied to every string before tokenising. Defaults to
+            :func:`normalize_text`.
+
+    Returns:
+        ``{"src": LongTensor (N, S), "src_lengths": LongTensor (N,)}``, padded with
+        ``Vocab.pad_id``.
+
+    Raises:
+        TypeError: An input is not a string.
+        ValueError: No input, an empty one (or only whitespace), or one too long
+            with ``on_overlong="error"``.
+
+    Example:
+        >>> batch = encode_sources(["ab  c", "ca"], Vocab(list("abc ")))
+        >>> batch["src"].tolist(), batch["src_lengths"].tolist()
+        ([[4, 5, 7, 6], [6, 4, 0, 0]], [4, 2])
+    """
+    if isinstance(texts, str):
+        texts = [texts]
+    texts = list(texts)
+    if not texts:
+        raise ValueError("encode_sources needs at least one source string, got none.")
+    cleaned = []
+    for i, text in enumerate(texts):
+        if not isinstance(text, str):
+            raise TypeError(f"Sources must be strings; input {i} is a {type(text).__name__}: {text!r}.")
+        text = preprocess(text)
+        if not text:
+            raise ValueError(
+                f"Input {i} is empty{' after normalising whitespace' if texts[i] else ''}: "
+                "there is nothing to translate. Pass a non-empty string."
+            )
+        cleaned.append(text)
+    unknown = {i: vocab.unknown_tokens(t) for i, t in enumerate(cleaned)}
+    if unknown := {i: toks for i, toks in unknown.items() if toks}:
+        first = list(unknown.items())[:5]
+        shown = "; ".join(f"input {i} {cleaned[i]!r}: {toks}" for i, toks in first)
+        more = f" (and {len(unknown) - 5} more inputs)" if len(unknown) > 5 else ""
+        warnings.warn(
+            f"{len(unknown)} of {len(cleaned)} inputs hold tokens the source vocabulary does not "
+            f"know; they were mapped to {Vocab.UNK}: {shown}{more}.",
+            stacklevel=3,
+        )
+    ids = [vocab.encode(t) for t in cleaned]
+    ids = limit_lengths(ids, max_src_len, on_overlong, "max_src_len", "inputs", cleaned)
+    src, lengths = pad_sequences(ids, Vocab.pad_id)
+    return {"src": src, "src_lengths": lengths}
+
+
+def check_batch(batch: Any, need_target: bool = True) -> tuple[Tensor, Tensor, Tensor | None]:
+    """``(src, src_lengths, tgt)`` of a seq2seq batch, with a clear error for anything else.
+
+    Args:
+        batch: ``{"src": (B, S), "src_lengths": (B,), "tgt": (B, T)}``, ``T >= 2``.
+        need_target: Whether ``"tgt"`` is required (False for predict batches).
+            Defaults to True.
+
+    Returns:
+        The three tensors (``tgt`` None when absent and not needed).
+
+    Raises:
+        ValueError: A missing key or a tensor of the wrong shape.
+
+    Example:
+        >>> src, lengths, tgt = check_batch({"src": torch.ones(2, 3, dtype=torch.long),
+        ...     "src_lengths": torch.tensor([3, 1]), "tgt": torch.ones(2, 4, dtype=torch.long)})
+    """
+    required = ("src", "src_lengths", "tgt") if need_target else ("src", "src_lengths")
+    if not isinstance(batch, Mapping) or any(k not in batch for k in required):
+        got = sorted(batch) if isinstance(batch, Mapping) else type(batch).__name__
+        raise ValueError(
+            f"Seq2Seq expects dict batches with keys {list(required)} (a seq2seq DataModule such as "
+            f"DateTranslationDataModule makes them), got {got}."
+        )
+    src, src_lengths = batch["src"], batch["src_lengths"]
+    if src.ndim != 2 or src_lengths.shape != (src.shape[0],):
+        raise ValueError(
+            f"batch['src'] must be (B, S) and batch['src_lengths'] (B,), got {tuple(src.shape)} and "
+            f"{tuple(src_lengths.shape)}."
+        )
+    tgt = batch.get("tgt")
+    if need_target and (tgt.ndim != 2 or tgt.shape[0] != src.shape[0] or tgt.shape[1] < 2):
+        raise ValueError(
+            f"batch['tgt'] must be (B, T) with T >= 2 ([bos, ..., eos]) for src {tuple(src.shape)}, "
+            f"got {tuple(tgt.shape)}."
+        )
+    return src, src_lengths, tgt
+
+
+class BatchList:
+    """Ready dict batches as one loader (Lightning would read a plain list as several loaders).
+
+    Args:
+        batches: ``{"src", "src_lengths", "tgt"}`` dicts.
+
+    Example:
+        >>> loader = BatchList([{"src": src, "src_lengths": lengths, "tgt": tgt}])
+        >>> len(loader)
+        1
+    """
+
+    def __init__(self, batches: list[Mapping[str, Tensor]]) -> None:
+        self.batches = batches
+
+    def __iter__(self) -> Iterator[Mapping[str, Tensor]]:
+        return iter(self.batches)
+
+    def __len__(self) -> int:
+        return len(self.batches)
+
+
+def as_batches(data: Any) -> Any:
+    """``data`` as something ``Trainer.fit/test`` takes: a DataModule, a loader, or a :class:`BatchList`.
+
+    Args:
+        data: A seq2seq DataModule, a loader, or a non-empty list of dict batches.
+
+    Raises:
+        TypeError: Anything else (arrays, for instance); the message says what is accepted.
+
+    Example:
+        >>> len(as_batches([{"src": src, "src_lengths": lengths, "tgt": tgt}]))
+        1
+    """
+    if isinstance(data, L.LightningDataModule) or is_loader(data):
+        return data
+    if isinstance(data, (list, tuple)) and data and all(isinstance(b, Mapping) for b in data):
+        return BatchList(list(data))
+    raise TypeError(
+        "Seq2Seq takes a seq2seq DataModule (DateTranslationDataModule, ParallelTextDataModule), "
+        f"a loader or a list of {{'src', 'src_lengths', 'tgt'}} dict batches, got {type(data).__name__}."
+    )
 
 
 class Seq2SeqBatchLoader:
@@ -259,8 +479,10 @@ class Seq2SeqDataModule(L.LightningDataModule):
     def encode_sources(self, texts: str | Sequence[str]) -> dict[str, Tensor]:
         """Encode raw source strings into a predict batch, as the training data was encoded.
 
-        Unknown tokens become ``<unk>`` and are reported in one warning; an over-long
-        input is truncated with a warning or refused (``on_overlong``).
+        :func:`encode_sources` with this DataModule's vocabulary, length limit,
+        ``on_overlong`` and :meth:`preprocess`: unknown tokens become ``<unk>`` and are
+        reported in one warning; an over-long input is truncated with a warning or
+        refused.
 
         Args:
             texts: Source strings (a single string is one input).
@@ -277,39 +499,7 @@ class Seq2SeqDataModule(L.LightningDataModule):
             >>> batch["src"].shape
             torch.Size([2, 17])
         """
-        if isinstance(texts, str):
-            texts = [texts]
-        texts = list(texts)
-        if not texts:
-            raise ValueError("encode_sources needs at least one source string, got none.")
-        vocab = self.src_vocab
-        cleaned = []
-        for i, text in enumerate(texts):
-            if not isinstance(text, str):
-                raise TypeError(
-                    f"encode_sources takes strings; input {i} is a {type(text).__name__}: {text!r}."
-                )
-            text = self.preprocess(text)
-            if not text:
-                raise ValueError(
-                    f"Input {i} is empty{' after normalising whitespace' if texts[i] else ''}: "
-                    "there is nothing to translate. Pass a non-empty string."
-                )
-            cleaned.append(text)
-        unknown = {i: vocab.unknown_tokens(t) for i, t in enumerate(cleaned)}
-        if unknown := {i: toks for i, toks in unknown.items() if toks}:
-            first = list(unknown.items())[:5]
-            shown = "; ".join(f"input {i} {cleaned[i]!r}: {toks}" for i, toks in first)
-            more = f" (and {len(unknown) - 5} more inputs)" if len(unknown) > 5 else ""
-            warnings.warn(
-                f"{len(unknown)} of {len(cleaned)} inputs hold tokens the source vocabulary does not "
-                f"know; they were mapped to {Vocab.UNK}: {shown}{more}.",
-                stacklevel=2,
-            )
-        ids = [vocab.encode(t) for t in cleaned]
-        ids = self._limit(ids, self.max_src_len, "max_src_len", "inputs", cleaned)
-        src, lengths = pad_sequences(ids, Vocab.pad_id)
-        return {"src": src, "src_lengths": lengths}
+        return encode_sources(texts, self.src_vocab, self.max_src_len, self.on_overlong, self.preprocess)
 
     # ------------------------------------------------------------ Lightning hooks
     def setup(self, stage: str | None = None) -> None:
@@ -378,36 +568,18 @@ class Seq2SeqDataModule(L.LightningDataModule):
                 continue
             sources, targets = [s for s, _ in pairs], [t for _, t in pairs]
             src_ids = [src_vocab.encode(s) for s in sources]
-            src_ids = self._limit(src_ids, self.max_src_len, "max_src_len", f"{split} sources", sources)
+            src_ids = limit_lengths(
+                src_ids, self.max_src_len, self.on_overlong, "max_src_len", f"{split} sources", sources
+            )
             if empty := [i for i, ids in enumerate(src_ids) if not ids]:
                 raise ValueError(f"{split} source {empty[0]} ({sources[empty[0]]!r}) has no tokens.")
             tgt_ids = [tgt_vocab.encode(t) for t in targets]
-            tgt_ids = self._limit(tgt_ids, self.max_tgt_len, "max_tgt_len", f"{split} targets", targets)
+            tgt_ids = limit_lengths(
+                tgt_ids, self.max_tgt_len, self.on_overlong, "max_tgt_len", f"{split} targets", targets
+            )
             src, src_lengths = pad_sequences(src_ids, Vocab.pad_id)
             tgt, _ = pad_sequences([[Vocab.bos_id, *ids, Vocab.eos_id] for ids in tgt_ids], Vocab.pad_id)
             self._tensors[split] = (src, src_lengths, tgt)
-
-    def _limit(
-        self, seqs: list[list[int]], limit: int | None, key: str, what: str, texts: Sequence[str]
-    ) -> list[list[int]]:
-        """Apply ``on_overlong`` to sequences longer than ``limit`` tokens."""
-        if limit is None:
-            return seqs
-        over = [i for i, s in enumerate(seqs) if len(s) > limit]
-        if not over:
-            return seqs
-        longest = max(over, key=lambda i: len(seqs[i]))
-        detail = (
-            f"{len(over)} of {len(seqs)} {what} are longer than data.{key}={limit} tokens "
-            f"(the longest has {len(seqs[longest])}: {texts[longest]!r})"
-        )
-        if self.on_overlong == "error":
-            raise ValueError(f"{detail}. Raise data.{key}, or set data.on_overlong=truncate to cut them.")
-        warnings.warn(
-            f"{detail}; they were truncated to {limit} tokens. Raise data.{key} to keep them whole.",
-            stacklevel=3,
-        )
-        return [s[:limit] for s in seqs]
 
     def _loader(self, split: str, shuffle: bool = False, with_targets: bool = True) -> Seq2SeqBatchLoader:
         self.setup()

@@ -1,15 +1,9 @@
-"""Attention: masked softmax, the classic score functions, and multi-head attention.
-
-The teaching layers (``NadarayaWatsonPooling``, ``DotProductAttention``,
-``AdditiveAttention``, ``LuongAttention``) share d2l's batch-first interface::
-
-    layer(queries (B, Q, d_q), keys (B, K, d_k), values (B, K, d_v),
-          valid_lens=None, key_padding_mask=None) -> (B, Q, d_v)
-
-and keep the last ``(B, Q, K)`` weights in ``layer.attention_weights``.
+"""Attention's shared parts: masked softmax, the mask helpers, and multi-head attention.
 
 ``MultiheadAttention`` is a drop-in replacement for ``torch.nn.MultiheadAttention``:
-same constructor, state_dict and call signature, same outputs and gradients.
+same constructor, state_dict and call signature, same outputs and gradients. The
+classic single-head score layers (additive, Luong, dot-product) are in
+:mod:`dlkit.layers.attention_scoring`.
 
 Masks follow ``torch.nn.MultiheadAttention``: in a bool mask ``True`` means "do not
 attend"; a float mask is added to the scores (``-inf`` blocks a position). A query
@@ -20,41 +14,50 @@ and ``torch.nn.MultiheadAttention(need_weights=True)`` give NaN there instead.
 
 from __future__ import annotations
 
-import math
-
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
 from dlkit.layers.dropout import Dropout
 
+# format_shape, check_dropout_p and check_mask_dtype are shared with
+# dlkit.layers.attention_scoring; they are helpers, so dlkit.layers does not re-export them.
 __all__ = [
-    "masked_softmax",
-    "NadarayaWatsonPooling",
-    "DotProductAttention",
-    "AdditiveAttention",
-    "LuongAttention",
     "MultiheadAttention",
+    "masked_softmax",
 ]
-
-_LUONG_SCORES = ("dot", "general", "concat")
 
 
 # ----------------------------------------------------------------------------- helpers
 
 
-def _shape(t: Tensor | tuple[int, ...]) -> str:
-    """Format a shape as ``(2, 3)`` rather than ``torch.Size([2, 3])``."""
+def format_shape(t: Tensor | tuple[int, ...]) -> str:
+    """Format a shape for an error message: ``(2, 3)`` rather than ``torch.Size([2, 3])``.
+
+    Args:
+        t: A tensor (its shape is used) or a tuple of sizes.
+
+    >>> format_shape(torch.zeros(2, 3)), format_shape((4,))
+    ('(2, 3)', '(4,)')
+    """
     dims = tuple(t.shape) if isinstance(t, Tensor) else tuple(t)
     return "(" + ", ".join(str(d) for d in dims) + ("," if len(dims) == 1 else "") + ")"
 
 
-def _check_p(owner: str, p: float) -> None:
+def check_dropout_p(owner: str, p: float) -> None:
+    """Raise a ValueError naming ``owner`` unless the dropout probability ``p`` is in [0, 1].
+
+    >>> check_dropout_p("MyAttention", 0.1)
+    """
     if not 0.0 <= p <= 1.0:
         raise ValueError(f"{owner}: dropout probability must be in [0, 1], got {p}")
 
 
-def _check_mask_dtype(owner: str, name: str, mask: Tensor) -> None:
+def check_mask_dtype(owner: str, name: str, mask: Tensor) -> None:
+    """Raise a ValueError naming ``owner`` and ``name`` unless ``mask`` is bool or floating point.
+
+    >>> check_mask_dtype("MyAttention", "key_padding_mask", torch.zeros(2, 5, dtype=torch.bool))
+    """
     if mask.dtype != torch.bool and not mask.is_floating_point():
         raise ValueError(
             f"{owner}: {name} must be a bool or floating-point tensor, got {mask.dtype}"
@@ -77,56 +80,6 @@ def _softmax_zero_empty_rows(scores: Tensor) -> Tensor:
     empty = torch.isneginf(scores).all(dim=-1, keepdim=True)
     weights = torch.softmax(scores.masked_fill(empty, 0.0), dim=-1)
     return weights.masked_fill(empty, 0.0)
-
-
-def _check_qkv(
-    owner: str,
-    queries: Tensor,
-    keys: Tensor,
-    values: Tensor,
-    query_size: int | None = None,
-    key_size: int | None = None,
-) -> None:
-    """Validate the batch-first (B, Q, d_q), (B, K, d_k), (B, K, d_v) triple."""
-    for name, t in (("queries", queries), ("keys", keys), ("values", values)):
-        if t.dim() != 3:
-            raise ValueError(
-                f"{owner}: {name} expected a 3-D (B, length, features) tensor, "
-                f"got {t.dim()}-D shape {_shape(t)}"
-            )
-    B, Q, d_q = queries.shape
-    _, K, d_k = keys.shape
-    if keys.shape[0] != B or values.shape[0] != B:
-        raise ValueError(
-            f"{owner}: queries, keys and values must share the batch size, got "
-            f"{_shape(queries)}, {_shape(keys)}, {_shape(values)}"
-        )
-    if values.shape[1] != K:
-        raise ValueError(
-            f"{owner}: keys and values must have the same length K, got "
-            f"keys {_shape(keys)} and values {_shape(values)}"
-        )
-    if query_size is not None and d_q != query_size:
-        raise ValueError(
-            f"{owner}: queries expected shape (B, Q, {query_size}), got {_shape(queries)}"
-        )
-    if key_size is not None and d_k != key_size:
-        raise ValueError(f"{owner}: keys expected shape (B, K, {key_size}), got {_shape(keys)}")
-
-
-def _key_padding_to_mask(
-    owner: str, key_padding_mask: Tensor | None, B: int, K: int
-) -> Tensor | None:
-    """Check a (B, K) key padding mask and make it broadcast over queries: (B, 1, K)."""
-    if key_padding_mask is None:
-        return None
-    _check_mask_dtype(owner, "key_padding_mask", key_padding_mask)
-    if tuple(key_padding_mask.shape) != (B, K):
-        raise ValueError(
-            f"{owner}: key_padding_mask expected shape (B, K) = ({B}, {K}), "
-            f"got {_shape(key_padding_mask)}"
-        )
-    return key_padding_mask.unsqueeze(1)
 
 
 # ----------------------------------------------------------------------------- masked softmax
@@ -169,13 +122,13 @@ def masked_softmax(
         else:
             raise ValueError(
                 f"masked_softmax: valid_lens expected shape ({scores.shape[0]},) or "
-                f"{_shape(scores.shape[:-1])} for scores {_shape(scores)}, "
-                f"got {_shape(valid_lens)}"
+                f"{format_shape(scores.shape[:-1])} for scores {format_shape(scores)}, "
+                f"got {format_shape(valid_lens)}"
             )
         beyond = torch.arange(K, device=scores.device) >= lens  # (B, Q or 1, K)
         scores = scores.masked_fill(beyond, float("-inf"))
     if mask is not None:
-        _check_mask_dtype("masked_softmax", "mask", mask)
+        check_mask_dtype("masked_softmax", "mask", mask)
         try:
             broadcast = torch.broadcast_shapes(mask.shape, scores.shape)
         except RuntimeError:
@@ -183,274 +136,13 @@ def masked_softmax(
         if broadcast != scores.shape:
             raise ValueError(
                 f"masked_softmax: mask expected a shape broadcastable to scores "
-                f"{_shape(scores)}, got {_shape(mask)}"
+                f"{format_shape(scores)}, got {format_shape(mask)}"
             )
         if mask.dtype == torch.bool:
             scores = scores.masked_fill(mask, float("-inf"))
         else:
             scores = scores + mask
     return _softmax_zero_empty_rows(scores)
-
-
-# ----------------------------------------------------------------------------- teaching layers
-
-
-class _ScoreAttention(nn.Module):
-    """Shared body of the d2l-style layers: scores -> masked softmax -> weighted values."""
-
-    attention_weights: Tensor | None
-
-    def __init__(self, dropout: float = 0.0) -> None:
-        super().__init__()
-        _check_p(type(self).__name__, dropout)
-        self.dropout = Dropout(dropout)
-        self.attention_weights = None
-
-    def score(self, queries: Tensor, keys: Tensor) -> Tensor:
-        """Return unnormalised scores of shape (B, Q, K)."""
-        raise NotImplementedError
-
-    def check_inputs(self, queries: Tensor, keys: Tensor, values: Tensor) -> None:
-        """Validate the inputs; subclasses add their feature sizes."""
-        _check_qkv(type(self).__name__, queries, keys, values)
-
-    def forward(
-        self,
-        queries: Tensor,
-        keys: Tensor,
-        values: Tensor,
-        valid_lens: Tensor | None = None,
-        key_padding_mask: Tensor | None = None,
-    ) -> Tensor:
-        self.check_inputs(queries, keys, values)
-        B, K, _ = keys.shape
-        mask = _key_padding_to_mask(type(self).__name__, key_padding_mask, B, K)
-        scores = self.score(queries, keys)  # (B, Q, K)
-        self.attention_weights = masked_softmax(scores, valid_lens, mask)
-        return torch.bmm(self.dropout(self.attention_weights), values)  # (B, Q, d_v)
-
-
-class NadarayaWatsonPooling(_ScoreAttention):
-    """Nadaraya-Watson kernel regression: attention pooling with a Gaussian kernel.
-
-    The weight of key ``k`` for query ``q`` is ``softmax_k(-(||q - k|| * w)^2 / 2)``:
-    nearby keys get large weights. With a fixed ``w`` this is the non-parametric
-    estimator; with ``learnable=True`` the inverse bandwidth ``w`` is trained.
-
-    Args:
-        learnable: Whether ``w`` is a trainable parameter (else a buffer).
-            Defaults to False.
-        w: Initial inverse bandwidth; larger means a narrower kernel. Defaults to 1.0.
-
-    Call arguments:
-        queries: ``(B, Q, d)``.
-        keys: ``(B, K, d)``.
-        values: ``(B, K, d_v)``.
-        valid_lens: ``(B,)`` or ``(B, Q)`` number of valid keys. Defaults to None.
-        key_padding_mask: ``(B, K)``, bool ``True`` = padding, or float added to
-            the scores. Defaults to None.
-
-    Returns:
-        ``(B, Q, d_v)``; the ``(B, Q, K)`` weights are kept in ``attention_weights``.
-
-    >>> pool = NadarayaWatsonPooling()
-    >>> x = torch.linspace(0, 5, 50).reshape(1, 50, 1)
-    >>> pool(x, x, torch.sin(x)).shape
-    torch.Size([1, 50, 1])
-    """
-
-    def __init__(self, learnable: bool = False, w: float = 1.0) -> None:
-        super().__init__(dropout=0.0)
-        init = torch.tensor([float(w)])
-        if learnable:
-            self.w = nn.Parameter(init)
-        else:
-            self.register_buffer("w", init)
-
-    def check_inputs(self, queries: Tensor, keys: Tensor, values: Tensor) -> None:
-        """Queries and keys live in the same space, so their feature sizes must agree."""
-        _check_qkv(type(self).__name__, queries, keys, values, key_size=queries.shape[-1])
-
-    def score(self, queries: Tensor, keys: Tensor) -> Tensor:
-        """Negative scaled squared distance between every query and every key."""
-        diff = queries.unsqueeze(2) - keys.unsqueeze(1)  # (B, Q, 1, d) - (B, 1, K, d): (B, Q, K, d)
-        return -((diff * self.w) ** 2).sum(dim=-1) / 2  # (B, Q, K)
-
-
-class DotProductAttention(_ScoreAttention):
-    """(Scaled) dot-product attention: ``softmax(q k^T / sqrt(d)) v``.
-
-    Args:
-        scaled: Divide the scores by ``sqrt(d)`` so their variance does not grow
-            with the feature size. Defaults to True.
-        dropout: Dropout probability applied to the attention weights.
-            Defaults to 0.0.
-
-    Call arguments:
-        queries: ``(B, Q, d)``.
-        keys: ``(B, K, d)``.
-        values: ``(B, K, d_v)``.
-        valid_lens: ``(B,)`` or ``(B, Q)`` number of valid keys. Defaults to None.
-        key_padding_mask: ``(B, K)``, bool ``True`` = padding, or float added to
-            the scores. Defaults to None.
-
-    Returns:
-        ``(B, Q, d_v)``; the ``(B, Q, K)`` weights are kept in ``attention_weights``.
-
-    >>> attn = DotProductAttention()
-    >>> q, kv = torch.randn(2, 3, 8), torch.randn(2, 5, 8)
-    >>> attn(q, kv, kv, valid_lens=torch.tensor([2, 5])).shape
-    torch.Size([2, 3, 8])
-    """
-
-    def __init__(self, scaled: bool = True, dropout: float = 0.0) -> None:
-        super().__init__(dropout)
-        self.scaled = scaled
-
-    def check_inputs(self, queries: Tensor, keys: Tensor, values: Tensor) -> None:
-        """A dot product needs queries and keys of the same size."""
-        _check_qkv(type(self).__name__, queries, keys, values, key_size=queries.shape[-1])
-
-    def score(self, queries: Tensor, keys: Tensor) -> Tensor:
-        """``q . k`` for every pair, optionally divided by ``sqrt(d)``."""
-        scores = torch.bmm(queries, keys.transpose(1, 2))  # (B, Q, d) @ (B, d, K) -> (B, Q, K)
-        if self.scaled:
-            scores = scores / math.sqrt(queries.shape[-1])
-        return scores
-
-
-class AdditiveAttention(_ScoreAttention):
-    """Additive (Bahdanau) attention: score ``v^T tanh(W_q q + W_k k)``.
-
-    Queries and keys may have different sizes; both are projected to
-    ``num_hiddens`` features, added, squashed and reduced to one score.
-
-    Args:
-        key_size: Features per key, ``d_k``.
-        query_size: Features per query, ``d_q``.
-        num_hiddens: Size of the hidden layer of the score network.
-        dropout: Dropout probability applied to the attention weights.
-            Defaults to 0.0.
-
-    Call arguments:
-        queries: ``(B, Q, query_size)``.
-        keys: ``(B, K, key_size)``.
-        values: ``(B, K, d_v)``.
-        valid_lens: ``(B,)`` or ``(B, Q)`` number of valid keys. Defaults to None.
-        key_padding_mask: ``(B, K)``, bool ``True`` = padding, or float added to
-            the scores. Defaults to None.
-
-    Returns:
-        ``(B, Q, d_v)``; the ``(B, Q, K)`` weights are kept in ``attention_weights``.
-
-    >>> attn = AdditiveAttention(key_size=4, query_size=6, num_hiddens=8)
-    >>> attn(torch.randn(2, 1, 6), torch.randn(2, 5, 4), torch.randn(2, 5, 3)).shape
-    torch.Size([2, 1, 3])
-    """
-
-    def __init__(
-        self, key_size: int, query_size: int, num_hiddens: int, dropout: float = 0.0
-    ) -> None:
-        super().__init__(dropout)
-        self.key_size, self.query_size = key_size, query_size
-        self.W_k = nn.Linear(key_size, num_hiddens, bias=False)
-        self.W_q = nn.Linear(query_size, num_hiddens, bias=False)
-        self.w_v = nn.Linear(num_hiddens, 1, bias=False)
-
-    def check_inputs(self, queries: Tensor, keys: Tensor, values: Tensor) -> None:
-        """Feature sizes must match the projections."""
-        _check_qkv(type(self).__name__, queries, keys, values, self.query_size, self.key_size)
-
-    def score(self, queries: Tensor, keys: Tensor) -> Tensor:
-        """``w_v . tanh(W_q q + W_k k)`` for every query/key pair."""
-        q, k = self.W_q(queries), self.W_k(keys)  # (B, Q, h), (B, K, h)
-        # Project once per query and once per key, then broadcast to all pairs.
-        features = torch.tanh(q.unsqueeze(2) + k.unsqueeze(1))  # (B, Q, K, h)
-        return self.w_v(features).squeeze(-1)  # (B, Q, K, 1) -> (B, Q, K)
-
-
-class LuongAttention(_ScoreAttention):
-    """Luong's global attention with the ``dot``, ``general`` or ``concat`` score.
-
-    With decoder state ``h_t`` (query) and encoder state ``h_s`` (key):
-
-    - ``"dot"``: ``h_t . h_s`` (sizes must match, no parameters);
-    - ``"general"``: ``h_t^T W_a h_s`` with ``W_a`` of shape ``(query_size, key_size)``;
-    - ``"concat"``: ``v_a^T tanh(W_a [h_t; h_s])`` with ``W_a`` of shape
-      ``(num_hiddens, query_size + key_size)``.
-
-    Args:
-        score: One of ``"dot"``, ``"general"``, ``"concat"``. Defaults to ``"dot"``.
-        query_size: Features per query; required for ``"general"`` and
-            ``"concat"``. Defaults to None.
-        key_size: Features per key. Defaults to None (= ``query_size``).
-        num_hiddens: Hidden size of the ``"concat"`` score. Defaults to None
-            (= ``query_size``).
-        dropout: Dropout probability applied to the attention weights.
-            Defaults to 0.0.
-
-    Call arguments:
-        queries: ``(B, Q, query_size)``.
-        keys: ``(B, K, key_size)``.
-        values: ``(B, K, d_v)``.
-        valid_lens: ``(B,)`` or ``(B, Q)`` number of valid keys. Defaults to None.
-        key_padding_mask: ``(B, K)``, bool ``True`` = padding, or float added to
-            the scores. Defaults to None.
-
-    Returns:
-        ``(B, Q, d_v)``; the ``(B, Q, K)`` weights are kept in ``attention_weights``.
-
-    >>> attn = LuongAttention("general", query_size=6, key_size=4)
-    >>> attn(torch.randn(2, 1, 6), torch.randn(2, 5, 4), torch.randn(2, 5, 4)).shape
-    torch.Size([2, 1, 4])
-    """
-
-    def __init__(
-        self,
-        score: str = "dot",
-        query_size: int | None = None,
-        key_size: int | None = None,
-        num_hiddens: int | None = None,
-        dropout: float = 0.0,
-    ) -> None:
-        super().__init__(dropout)
-        if score not in _LUONG_SCORES:
-            raise ValueError(f"LuongAttention: score must be one of {_LUONG_SCORES}, got {score!r}")
-        if score != "dot" and query_size is None:
-            raise ValueError(f"LuongAttention: score {score!r} needs query_size, got None")
-        self.score_name = score
-        self.query_size = query_size
-        self.key_size = key_size if key_size is not None else query_size
-        if score == "general":
-            self.W_a = nn.Linear(self.key_size, query_size, bias=False)
-        elif score == "concat":
-            hidden = num_hiddens if num_hiddens is not None else query_size
-            self.W_a = nn.Linear(query_size + self.key_size, hidden, bias=False)
-            self.v_a = nn.Linear(hidden, 1, bias=False)
-
-    def extra_repr(self) -> str:
-        return f"score={self.score_name!r}"
-
-    def check_inputs(self, queries: Tensor, keys: Tensor, values: Tensor) -> None:
-        """``dot`` needs equal sizes; the others need the configured sizes."""
-        if self.score_name == "dot":
-            _check_qkv("LuongAttention", queries, keys, values, key_size=queries.shape[-1])
-        else:
-            _check_qkv("LuongAttention", queries, keys, values, self.query_size, self.key_size)
-
-    def score(self, queries: Tensor, keys: Tensor) -> Tensor:
-        """Luong score for every query/key pair, shape (B, Q, K)."""
-        if self.score_name == "dot":
-            return torch.bmm(queries, keys.transpose(1, 2))  # (B, Q, K)
-        if self.score_name == "general":
-            return torch.bmm(queries, self.W_a(keys).transpose(1, 2))  # (B, Q, d_q) @ (B, d_q, K)
-        # W_a [h_t; h_s] = W_a[:, :d_q] h_t + W_a[:, d_q:] h_s: projecting queries and
-        # keys separately avoids building all (B, Q, K, d_q + d_k) concatenations.
-        W_t, W_s = self.W_a.weight.split([self.query_size, self.key_size], dim=1)
-        q = queries @ W_t.T  # (B, Q, h)
-        k = keys @ W_s.T  # (B, K, h)
-        features = torch.tanh(q.unsqueeze(2) + k.unsqueeze(1))  # (B, Q, K, h)
-        return self.v_a(features).squeeze(-1)  # (B, Q, K)
 
 
 # ----------------------------------------------------------------------------- multi-head
@@ -542,7 +234,7 @@ class MultiheadAttention(nn.Module):
                 f"MultiheadAttention: embed_dim ({embed_dim}) must be divisible by "
                 f"num_heads ({num_heads})"
             )
-        _check_p("MultiheadAttention", dropout)
+        check_dropout_p("MultiheadAttention", dropout)
         factory = {"device": device, "dtype": dtype}
         self.embed_dim = embed_dim
         self.kdim = kdim if kdim is not None else embed_dim
@@ -586,7 +278,7 @@ class MultiheadAttention(nn.Module):
 
     @dropout.setter
     def dropout(self, p: float) -> None:
-        _check_p("MultiheadAttention", p)
+        check_dropout_p("MultiheadAttention", p)
         self.attn_dropout.p = p
 
     def _reset_parameters(self) -> None:
@@ -621,7 +313,7 @@ class MultiheadAttention(nn.Module):
         if query.dim() not in (2, 3):
             raise ValueError(
                 f"MultiheadAttention: query expected a 3-D batched {self._layout(True, 'L', 'E')} "
-                f"or 2-D unbatched (L, E) tensor, got {query.dim()}-D shape {_shape(query)}"
+                f"or 2-D unbatched (L, E) tensor, got {query.dim()}-D shape {format_shape(query)}"
             )
         batched = query.dim() == 3
         for name, t, size, n in (
@@ -632,18 +324,18 @@ class MultiheadAttention(nn.Module):
             if t.dim() != query.dim() or t.shape[-1] != size:
                 raise ValueError(
                     f"MultiheadAttention: {name} expected shape "
-                    f"{self._layout(batched, n, str(size))}, got {_shape(t)}"
+                    f"{self._layout(batched, n, str(size))}, got {format_shape(t)}"
                 )
         seq = 0 if not batched or not self.batch_first else 1
         if key.shape[:-1] != value.shape[:-1]:
             raise ValueError(
                 f"MultiheadAttention: key and value must agree in all but the last "
-                f"dimension, got {_shape(key)} and {_shape(value)}"
+                f"dimension, got {format_shape(key)} and {format_shape(value)}"
             )
         if batched and query.shape[1 - seq] != key.shape[1 - seq]:
             raise ValueError(
                 f"MultiheadAttention: query and key must have the same batch size N, "
-                f"got {_shape(query)} and {_shape(key)}"
+                f"got {format_shape(query)} and {format_shape(key)}"
             )
 
     def _merge_masks(
@@ -668,7 +360,7 @@ class MultiheadAttention(nn.Module):
             attn_mask = torch.ones(L, S, dtype=torch.bool, device=device).triu(1)
         mask = None
         if attn_mask is not None:
-            _check_mask_dtype("MultiheadAttention", "attn_mask", attn_mask)
+            check_mask_dtype("MultiheadAttention", "attn_mask", attn_mask)
             if tuple(attn_mask.shape) == (L, S):
                 mask = _additive(attn_mask, dtype)  # (L, S) broadcasts over N and H
             elif tuple(attn_mask.shape) == (N * H, L, S):
@@ -677,16 +369,16 @@ class MultiheadAttention(nn.Module):
                 rows = "N*num_heads" if batched else "num_heads"
                 raise ValueError(
                     f"MultiheadAttention: attn_mask expected shape (L, S) = ({L}, {S}) or "
-                    f"({rows}, L, S) = ({N * H}, {L}, {S}), got {_shape(attn_mask)}"
+                    f"({rows}, L, S) = ({N * H}, {L}, {S}), got {format_shape(attn_mask)}"
                 )
         if key_padding_mask is not None:
-            _check_mask_dtype("MultiheadAttention", "key_padding_mask", key_padding_mask)
+            check_mask_dtype("MultiheadAttention", "key_padding_mask", key_padding_mask)
             expected = (N, S) if batched else (S,)
             if tuple(key_padding_mask.shape) != expected:
                 names = "(N, S)" if batched else "(S,)"
                 raise ValueError(
                     f"MultiheadAttention: key_padding_mask expected shape {names} = "
-                    f"{_shape(expected)}, got {_shape(key_padding_mask)}"
+                    f"{format_shape(expected)}, got {format_shape(key_padding_mask)}"
                 )
             # (N, S) -> (N, 1, 1, S): the same keys are hidden from every head and query
             padding = _additive(key_padding_mask, dtype).view(N, 1, 1, S)

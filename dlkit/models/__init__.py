@@ -13,14 +13,9 @@ from dlkit.models.mlp import MLP, MLPConfig
 from dlkit.models.registry import create_model, is_model, list_models, register_model
 from dlkit.models.resnet import ResNet, ResNetConfig
 from dlkit.models.rnn import RNNClassifier, RNNClassifierConfig
-from dlkit.models.seq2seq import (
-    AttentionDecoder,
-    Decoder,
-    Encoder,
-    EncoderDecoder,
-    RNNSeq2Seq,
-    Seq2SeqConfig,
-)
+from dlkit.models.decoding import beam_search, generate, greedy_decode
+from dlkit.models.encoder_decoder import AttentionDecoder, Decoder, Encoder, EncoderDecoder, VocabConfig
+from dlkit.models.seq2seq import RNNSeq2Seq, Seq2SeqConfig
 from dlkit.models.senet import SEResNet, SEResNetConfig
 from dlkit.models.transformer import TransformerSeq2Seq, TransformerSeq2SeqConfig
 from dlkit.models.vgg import VGG, VGGConfig
@@ -42,6 +37,10 @@ __all__ = [
     "Decoder",
     "AttentionDecoder",
     "EncoderDecoder",
+    "VocabConfig",
+    "beam_search",
+    "generate",
+    "greedy_decode",
     "RNNSeq2Seq",
     "Seq2SeqConfig",
     "TransformerSeq2Seq",

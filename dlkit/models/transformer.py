@@ -5,7 +5,7 @@ Token embeddings scaled by ``√d_model`` plus sinusoidal positions feed a stack
 masked) and of :class:`dlkit.layers.TransformerDecoderLayer` (causal self-attention over
 the target prefix, then attention over the encoder memory, source padding masked); a
 linear layer gives the next-token logits. The classes plug into
-:class:`dlkit.models.seq2seq.EncoderDecoder`, so the ``Seq2Seq`` task trains and decodes
+:class:`dlkit.models.encoder_decoder.EncoderDecoder`, so the ``Seq2Seq`` task trains and decodes
 it like the recurrent models.
 
 Decoding one token at a time (:meth:`EncoderDecoder.step`) recomputes the decoder over
@@ -41,19 +41,25 @@ from dlkit.layers import (
     TransformerEncoderLayer,
     generate_square_subsequent_mask,
 )
+from dlkit.models.encoder_decoder import (
+    AttentionDecoder,
+    Encoder,
+    EncoderDecoder,
+    State,
+    VocabConfig,
+)
 from dlkit.models.registry import register_model
-from dlkit.models.seq2seq import AttentionDecoder, Encoder, EncoderDecoder, State, _VocabConfig
 
 __all__ = [
-    "TransformerSeq2SeqConfig",
-    "TransformerSeq2SeqEncoder",
-    "TransformerSeq2SeqDecoder",
     "TransformerSeq2Seq",
+    "TransformerSeq2SeqConfig",
+    "TransformerSeq2SeqDecoder",
+    "TransformerSeq2SeqEncoder",
 ]
 
 
 @dataclass
-class TransformerSeq2SeqConfig(_VocabConfig):
+class TransformerSeq2SeqConfig(VocabConfig):
     """Hyper-parameters of :class:`TransformerSeq2Seq`; ``model/transformer_seq2seq.yaml`` fills them.
 
     Attributes:
@@ -258,7 +264,7 @@ class TransformerSeq2Seq(EncoderDecoder):
         cfg: A :class:`TransformerSeq2SeqConfig`. Keyword arguments override its fields.
 
     Call arguments:
-        See :class:`~dlkit.models.seq2seq.EncoderDecoder` (``teacher_forcing_ratio`` is
+        See :class:`~dlkit.models.encoder_decoder.EncoderDecoder` (``teacher_forcing_ratio`` is
         ignored, with a warning when below 1).
 
     Returns:
@@ -279,11 +285,11 @@ class TransformerSeq2Seq(EncoderDecoder):
         decoder = TransformerSeq2SeqDecoder(cfg, shared)
         if shared is not None:
             decoder.fc.weight = shared.weight  # (V, d_model) serves as the output projection too
-        super().__init__(TransformerSeq2SeqEncoder(cfg, shared), decoder, **cfg._encoder_decoder_kwargs())
+        super().__init__(TransformerSeq2SeqEncoder(cfg, shared), decoder, **cfg.encoder_decoder_kwargs())
         self.cfg = cfg
 
 
-@register_model
+@register_model(kind="seq2seq")
 def transformer_seq2seq(**kwargs: Any) -> TransformerSeq2Seq:
     """Transformer encoder–decoder: d_model 128, 4 heads, 2 + 2 post-LN layers by default."""
     return TransformerSeq2Seq(TransformerSeq2SeqConfig(**kwargs))

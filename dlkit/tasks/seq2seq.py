@@ -1,13 +1,13 @@
 """Sequence to sequence: teacher-forced training, decoded validation, strings in and out.
 
 :class:`Seq2Seq` trains any encoder–decoder with the contract of
-:mod:`dlkit.models.seq2seq` (``forward/start/step/select_state``) on dict batches
+:mod:`dlkit.models.encoder_decoder` (``forward/start/step/select_state``) on dict batches
 ``{"src", "src_lengths", "tgt"}`` (see :mod:`dlkit.data.seq2seq`). Training feeds the
 reference prefix to the decoder (teacher forcing, with a ratio a callback may lower);
 validation and test score the teacher-forced loss and next-token accuracy and also
-*decode* every source (greedy or beam search, :mod:`dlkit.tasks.decoding`) for the
-exact-match rate and BLEU. The vocabularies travel in the checkpoint, so a reloaded
-task translates raw strings::
+*decode* every source (greedy or beam search, :mod:`dlkit.models.decoding`) for the
+exact-match rate and BLEU (:mod:`dlkit.tasks.metrics`). The vocabularies travel in the
+checkpoint, so a reloaded task translates raw strings::
 
     task = Seq2Seq.from_checkpoint("logs/seq2seq_bahdanau_dates/runs/<timestamp>")
     task.predict(["3rd of March 1998", "Tue 03/03/98"])   # ['1998-03-03', '1998-03-03']
@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import logging
 import math
-import warnings
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any, Literal
@@ -26,42 +25,39 @@ import lightning as L
 import torch
 import torch.nn as nn
 from torch import Tensor
-from torchmetrics import MaxMetric, Metric
-from torchmetrics.text import BLEUScore
+from torchmetrics import MaxMetric, MinMetric
 
-from dlkit.layers.dropout import weight_penalty
+from dlkit.checkpoint import load_run
+from dlkit.config import instantiate_node
+from dlkit.data import seq2seq as seq2seq_data
+from dlkit.data.tensor import is_loader
+from dlkit.data.text import Vocab
 from dlkit.losses import CrossEntropyLoss
-from dlkit.tasks.base import SINGLE, STAGES, Task, _is_loader
-from dlkit.tasks.decoding import generate
+from dlkit.models.decoding import generate
+from dlkit.tasks.base import SINGLE_OUTPUT, STAGES, Task
+from dlkit.tasks.metrics import (
+    DECODED_METRICS,
+    SEQ2SEQ_METRICS,
+    build_metric,
+    canonical_name,
+    exact_match,
+    metric_mode,
+    sequence_bleu_strings,
+    token_hits,
+)
 from dlkit.tasks.summary import ModelSummary, summarize
 
-__all__ = [
-    "Seq2Seq",
-    "SequenceFraction",
-    "exact_match",
-    "sequence_bleu_strings",
-    "sequence_cross_entropy",
-    "token_accuracy",
-    "trim_sequences",
-]
+__all__ = ["CKPT_KEY", "Seq2Seq", "sequence_cross_entropy"]
 
 log = logging.getLogger(__name__)
 
-SEQ2SEQ_METRICS = ("token_acc", "exact_match", "bleu")
-_METRIC_ALIASES = {
-    "token_acc": "token_acc", "token_accuracy": "token_acc", "accuracy": "token_acc", "acc": "token_acc",
-    "exact_match": "exact_match", "sequence_accuracy": "exact_match", "seq_acc": "exact_match",
-    "bleu": "bleu",
-}  # fmt: skip
-# Metrics that need decoded sequences (not just teacher-forced logits).
-_DECODED = ("exact_match", "bleu")
 # Checkpoint key of what predict() needs besides the weights.
 CKPT_KEY = "dlkit_seq2seq"
 # Decoding length when neither the config nor the data gives one.
 FALLBACK_DECODE_LEN = 100
 
 
-# ------------------------------------------------------------------ metric functions
+# A loss, not a metric: it stays beside the task that masks padding the same way.
 def sequence_cross_entropy(
     logits: Tensor, target: Tensor, pad_id: int = 0, label_smoothing: float = 0.0
 ) -> Tensor:
@@ -88,128 +84,6 @@ def sequence_cross_entropy(
     )
 
 
-def token_accuracy(logits: Tensor, target: Tensor, pad_id: int = 0) -> tuple[Tensor, Tensor]:
-    """Correct next-token predictions among the non-padding positions.
-
-    Args:
-        logits: ``(B, T, V)`` teacher-forced scores.
-        target: ``(B, T)`` reference ids.
-        pad_id: Positions with this id are not scored. Defaults to 0.
-
-    Returns:
-        ``(correct, total)`` as 0-d tensors.
-
-    Example:
-        >>> correct, total = token_accuracy(logits, batch["tgt"][:, 1:])
-    """
-    mask = target != pad_id
-    correct = ((logits.argmax(-1) == target) & mask).sum()
-    return correct, mask.sum()
-
-
-def trim_sequences(tokens: Tensor, eos_id: int = 2, pad_id: int = 0, bos_id: int | None = None) -> list[list[int]]:
-    """Each row's ids before its first ``<eos>``, without padding (and ``<bos>`` if given).
-
-    Args:
-        tokens: ``(B, L)`` ids (decoded, or references ``tgt[:, 1:]``).
-        eos_id: End-of-sequence id. Defaults to 2.
-        pad_id: Padding id, dropped. Defaults to 0.
-        bos_id: Begin-of-sequence id to drop as well, or None. Defaults to None.
-
-    Example:
-        >>> trim_sequences(torch.tensor([[5, 6, 2, 0], [7, 0, 0, 0]]))
-        [[5, 6], [7]]
-    """
-    drop = {pad_id} | ({bos_id} if bos_id is not None else set())
-    rows = []
-    for row in tokens.tolist():
-        out = []
-        for i in row:
-            if i == eos_id:
-                break
-            if i not in drop:
-                out.append(i)
-        rows.append(out)
-    return rows
-
-
-def exact_match(pred: Tensor, target: Tensor, eos_id: int = 2, pad_id: int = 0) -> Tensor:
-    """Whether each decoded sequence equals its reference, up to ``<eos>``.
-
-    Args:
-        pred: ``(B, L)`` decoded ids (no ``<bos>``).
-        target: ``(B, T)`` reference ids without ``<bos>`` (``tgt[:, 1:]``).
-        eos_id: End-of-sequence id. Defaults to 2.
-        pad_id: Padding id. Defaults to 0.
-
-    Returns:
-        BoolTensor ``(B,)``.
-
-    Example:
-        >>> exact_match(torch.tensor([[5, 6, 2]]), torch.tensor([[5, 6, 2, 0]]))
-        tensor([True])
-    """
-    hits = [p == t for p, t in zip(trim_sequences(pred, eos_id, pad_id), trim_sequences(target, eos_id, pad_id))]
-    return torch.tensor(hits, dtype=torch.bool)
-
-
-def sequence_bleu_strings(
-    pred: Tensor, target: Tensor, eos_id: int = 2, pad_id: int = 0
-) -> tuple[list[str], list[list[str]]]:
-    """Decoded and reference ids as space-separated strings, the input of torchmetrics' BLEU.
-
-    Ids stand for tokens one to one, so n-gram matches of ids are n-gram matches of
-    tokens: BLEU is computed on ids, at the vocabulary's level (characters for a
-    char-level target vocabulary, words for a word-level one), without needing it.
-
-    Returns:
-        ``(preds, targets)``: ``["5 6 7", ...]`` and ``[["5 6 8"], ...]``.
-
-    Example:
-        >>> sequence_bleu_strings(torch.tensor([[5, 6, 2]]), torch.tensor([[5, 7, 2, 0]]))
-        (['5 6'], [['5 7']])
-    """
-    preds = [" ".join(map(str, s)) for s in trim_sequences(pred, eos_id, pad_id)]
-    refs = [[" ".join(map(str, s))] for s in trim_sequences(target, eos_id, pad_id)]
-    return preds, refs
-
-
-class SequenceFraction(Metric):
-    """Accumulated ``hits / count`` over batches (token accuracy, exact-match rate).
-
-    Call arguments:
-        hits: Number of successes in the batch (tensor or int).
-        count: Number of trials in the batch.
-
-    Example:
-        >>> m = SequenceFraction()
-        >>> m.update(3, 4); m.update(1, 4); m.compute()
-        tensor(0.5000)
-    """
-
-    full_state_update = False
-    higher_is_better = True
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.add_state("hits", default=torch.tensor(0.0, dtype=torch.float64), dist_reduce_fx="sum")
-        self.add_state("count", default=torch.tensor(0.0, dtype=torch.float64), dist_reduce_fx="sum")
-
-    def update(self, hits: Tensor | int, count: Tensor | int) -> None:
-        self.hits += torch.as_tensor(hits, dtype=torch.float64, device=self.hits.device)
-        self.count += torch.as_tensor(count, dtype=torch.float64, device=self.count.device)
-
-    def compute(self) -> Tensor:
-        return (self.hits / self.count.clamp_min(1)).float()
-
-
-def _canonical_metric(name: str) -> str:
-    key = str(name).lower()
-    if key not in _METRIC_ALIASES:
-        raise ValueError(f"Unknown seq2seq metric {name!r}. Allowed: {', '.join(sorted(_METRIC_ALIASES))}.")
-    return _METRIC_ALIASES[key]
-
-
 # ------------------------------------------------------------------ the task
 class Seq2Seq(Task):
     """Train an encoder–decoder on ``{"src", "src_lengths", "tgt"}`` batches; translate strings.
@@ -226,7 +100,7 @@ class Seq2Seq(Task):
     does not score 0.
 
     Args:
-        net: An encoder–decoder (``dlkit.models.seq2seq.EncoderDecoder``): ``net(src,
+        net: An encoder–decoder (``dlkit.models.EncoderDecoder``): ``net(src,
             src_lengths, tgt_in, teacher_forcing_ratio)`` gives ``(B, T, V)`` logits, and
             ``start/step/select_state`` decode; ``pad_id/bos_id/eos_id`` attributes.
         teacher_forcing: Probability of feeding the reference token (rather than the
@@ -353,7 +227,7 @@ class Seq2Seq(Task):
         Example:
             >>> history = task.fit(DateTranslationDataModule(), epochs=10)
         """
-        return super().fit(_seq2seq_data(data, "fit"), *args, **kwargs)
+        return super().fit(seq2seq_data.as_batches(data), *args, **kwargs)
 
     def evaluate(self, data: Any, *args: Any, **kwargs: Any) -> dict[str, float]:  # type: ignore[override]
         """``{"loss", "token_acc", "exact_match", "bleu"}`` on a DataModule's test split or batches.
@@ -361,7 +235,7 @@ class Seq2Seq(Task):
         Example:
             >>> task.evaluate(dm)["exact_match"]
         """
-        return super().evaluate(_seq2seq_data(data, "evaluate"), *args, **kwargs)
+        return super().evaluate(seq2seq_data.as_batches(data), *args, **kwargs)
 
     @torch.no_grad()
     def predict(  # type: ignore[override]
@@ -401,7 +275,7 @@ class Seq2Seq(Task):
             if self.tgt_vocab is None and hasattr(data, "tgt_vocab"):
                 self.bind_data(data)
             batches = data.predict_dataloader()
-        elif _is_loader(data):
+        elif is_loader(data):
             batches = data
         else:
             raise TypeError(
@@ -476,27 +350,7 @@ class Seq2Seq(Task):
             >>> task.predict("MARCH 3, 1998")
             '1998-03-03'
         """
-        from omegaconf import OmegaConf
-
-        from dlkit.utils import instantiate_node, resolve_ckpt_path
-
-        ckpt_path = resolve_ckpt_path(str(path), prefer="best")
-        checkpoint = torch.load(ckpt_path, map_location=map_location, weights_only=True)
-        if "dlkit_config" not in checkpoint or CKPT_KEY not in checkpoint:
-            missing = [k for k in ("dlkit_config", CKPT_KEY) if k not in checkpoint]
-            raise ValueError(
-                f"{ckpt_path} lacks {missing}: it was not written by dlkit-train with a Seq2Seq task. "
-                "Rebuild the network and task in Python and load the state dict instead."
-            )
-        run = OmegaConf.create(checkpoint["dlkit_config"])
-        net = instantiate_node(run.model, "model")
-        loss = instantiate_node(run.loss, "loss") if run.get("loss") else None
-        task = instantiate_node(run.task, "task", net=net, loss=loss)
-        if not isinstance(task, cls):
-            raise ValueError(f"{ckpt_path} holds a {type(task).__name__} run, not a {cls.__name__} one.")
-        task.load_state_dict(checkpoint["state_dict"])  # strict: a mismatch is an error
-        task.on_load_checkpoint(checkpoint)
-        task.run_config = checkpoint["dlkit_config"]
+        task, run = load_run(path, prefer="best", map_location=map_location, expect=cls)
         task.source_encoder = _rebuild_source_encoder(run.get("data"), task)
         task.to(map_location).eval()
         return task
@@ -526,9 +380,9 @@ class Seq2Seq(Task):
         """Encode raw source strings into a ``{"src", "src_lengths"}`` batch on the task's device.
 
         Uses the DataModule's ``encode_sources`` when one is bound (training, or
-        :meth:`from_checkpoint`), else the stored source vocabulary: whitespace is
-        normalised, unknown tokens become ``<unk>`` with a warning, over-long inputs
-        follow ``on_overlong``.
+        :meth:`from_checkpoint`), else :func:`dlkit.data.seq2seq.encode_sources` with the
+        stored source vocabulary and length policy: whitespace is normalised, unknown
+        tokens become ``<unk>`` with a warning, over-long inputs follow ``on_overlong``.
 
         Raises:
             ValueError: An empty input, or an over-long one with ``on_overlong="error"``.
@@ -543,7 +397,8 @@ class Seq2Seq(Task):
         if self.source_encoder is not None:
             batch = self.source_encoder.encode_sources(list(texts))
         else:
-            batch = self._encode_with_vocab(list(texts))
+            vocab = self._vocab("source", self.src_vocab)
+            batch = seq2seq_data.encode_sources(texts, vocab, self.max_src_len, self.on_overlong)
         return {k: v.to(self.device) for k, v in batch.items()}
 
     def decode_batch(self, batch: Mapping[str, Tensor], beam_size: int | None = None) -> list[str]:
@@ -560,19 +415,15 @@ class Seq2Seq(Task):
             >>> task.decode_batch(task.encode_sources(["Tue 03/03/98"]))
             ['1998-03-03']
         """
-        if self.tgt_vocab is None:
-            raise RuntimeError(
-                "Seq2Seq has no target vocabulary: fit it on a seq2seq DataModule, call bind_data(dm), "
-                "or load it with Seq2Seq.from_checkpoint(path)."
-            )
-        src, src_lengths, _ = _unpack(batch, need_target=False)
+        tgt_vocab = self._vocab("target", self.tgt_vocab)
+        src, src_lengths, _ = seq2seq_data.check_batch(batch, need_target=False)
         tokens = self.generate(src.to(self.device), src_lengths.to(self.device), beam_size=beam_size)
-        return [self.tgt_vocab.decode(row) for row in tokens.tolist()]
+        return [tgt_vocab.decode(row) for row in tokens.tolist()]
 
     def generate(
         self, src: Tensor, src_lengths: Tensor, beam_size: int | None = None, max_len: int | None = None
     ) -> Tensor:
-        """Best decoded ids per source, ``(B, L)`` (see :func:`dlkit.tasks.decoding.generate`).
+        """Best decoded ids per source, ``(B, L)`` (see :func:`dlkit.models.decoding.generate`).
 
         Example:
             >>> task.generate(batch["src"], batch["src_lengths"]).shape
@@ -599,15 +450,14 @@ class Seq2Seq(Task):
             self.bind_data(datamodule)
 
     def training_step(self, batch: Any, batch_idx: int) -> Tensor:
-        src, src_lengths, tgt = _unpack(batch)
+        src, src_lengths, tgt = seq2seq_data.check_batch(batch)
         tgt_in, tgt_out = tgt[:, :-1], tgt[:, 1:]
         logits = self(src, src_lengths, tgt_in, teacher_forcing_ratio=self.teacher_forcing)
         loss = self._token_loss(logits, tgt_out)
-        if self.l1 or self.l2:
-            loss = loss + weight_penalty(self.net, l1=self.l1, l2=self.l2)
+        loss = self.add_regularization(loss)
         metrics = {}
         if "token_acc" in self.train_metrics:
-            self.train_metrics["token_acc"].update(*token_accuracy(logits.detach(), tgt_out, self.pad_id))
+            self.train_metrics["token_acc"].update(token_hits(logits.detach(), tgt_out, self.pad_id))
             metrics["train/token_acc"] = self.train_metrics["token_acc"]
         self.log_epoch_means("train", {"train/loss": loss}, metrics, batch_size=src.shape[0], prog_bar=["train/loss"])
         return loss
@@ -623,68 +473,41 @@ class Seq2Seq(Task):
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         super().on_save_checkpoint(checkpoint)
-        if self.src_vocab is not None and self.tgt_vocab is not None:
-            # Plain JSON-able values: torch.load(weights_only=True) reads them back.
-            checkpoint[CKPT_KEY] = {
-                "src_vocab": self.src_vocab.state_dict(),
-                "tgt_vocab": self.tgt_vocab.state_dict(),
-                "max_decode_len": self.max_decode_len,
-                "max_src_len": self.max_src_len,
-                "on_overlong": self.on_overlong,
-            }
+        # Plain JSON-able values: torch.load(weights_only=True) reads them back. The key is
+        # written even without vocabularies (a task fit on batches), so loading can rely on it.
+        checkpoint[CKPT_KEY] = {
+            "src_vocab": self.src_vocab.state_dict() if self.src_vocab is not None else None,
+            "tgt_vocab": self.tgt_vocab.state_dict() if self.tgt_vocab is not None else None,
+            "max_decode_len": self.max_decode_len,
+            "max_src_len": self.max_src_len,
+            "on_overlong": self.on_overlong,
+        }
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
-        stored = checkpoint.get(CKPT_KEY)
-        if not stored:
-            return
-        from dlkit.data.text import Vocab
-
-        self.src_vocab = Vocab.from_state_dict(stored["src_vocab"])
-        self.tgt_vocab = Vocab.from_state_dict(stored["tgt_vocab"])
+        """Restore vocabularies, length policy and decoding length; a ValueError if none are stored."""
+        if CKPT_KEY not in checkpoint:
+            raise ValueError(
+                f"The checkpoint lacks {CKPT_KEY!r} (vocabularies, length policy): it was not written by "
+                "dlkit-train with a Seq2Seq task. Rebuild the network and task in Python and load its state dict."
+            )
+        stored = checkpoint[CKPT_KEY]
+        if stored.get("src_vocab") is not None and stored.get("tgt_vocab") is not None:
+            self.src_vocab = Vocab.from_state_dict(stored["src_vocab"])
+            self.tgt_vocab = Vocab.from_state_dict(stored["tgt_vocab"])
         if stored.get("max_decode_len"):
             self.max_decode_len = int(stored["max_decode_len"])
         self.max_src_len = stored.get("max_src_len")
         self.on_overlong = stored.get("on_overlong") or "truncate"
 
     # ------------------------------------------------------------------ internals
-    def _encode_with_vocab(self, texts: list[str]) -> dict[str, Tensor]:
-        """Encode with the stored source vocabulary and length policy (no DataModule bound)."""
-        vocab = self.src_vocab
+    @staticmethod
+    def _vocab(side: str, vocab: Vocab | None) -> Vocab:
         if vocab is None:
             raise RuntimeError(
-                "Seq2Seq has no source vocabulary: fit it on a seq2seq DataModule, call bind_data(dm), "
+                f"Seq2Seq has no {side} vocabulary: fit it on a seq2seq DataModule, call bind_data(dm), "
                 "or load it with Seq2Seq.from_checkpoint(path)."
             )
-        if not texts:
-            raise ValueError("predict needs at least one source string, got none.")
-        cleaned = []
-        for i, text in enumerate(texts):
-            if not isinstance(text, str):
-                raise TypeError(f"Sources must be strings; input {i} is a {type(text).__name__}: {text!r}.")
-            if not (text := _normalize(text)):
-                raise ValueError(f"Input {i} is empty: there is nothing to translate. Pass a non-empty string.")
-            cleaned.append(text)
-        unknown = {i: vocab.unknown_tokens(t) for i, t in enumerate(cleaned)}
-        if unknown := {i: toks for i, toks in unknown.items() if toks}:
-            shown = "; ".join(f"input {i} {cleaned[i]!r}: {toks}" for i, toks in list(unknown.items())[:5])
-            warnings.warn(
-                f"{len(unknown)} of {len(cleaned)} inputs hold tokens the source vocabulary does not know; "
-                f"they were mapped to <unk>: {shown}.",
-                stacklevel=4,
-            )
-        ids = [vocab.encode(t) for t in cleaned]
-        limit = self.max_src_len
-        if limit is not None and (over := [i for i, s in enumerate(ids) if len(s) > limit]):
-            detail = (
-                f"{len(over)} of {len(ids)} inputs are longer than max_src_len={limit} tokens "
-                f"(input {over[0]}: {cleaned[over[0]]!r})"
-            )
-            if self.on_overlong == "error":
-                raise ValueError(f"{detail}. Shorten them, or train with data.on_overlong=truncate.")
-            warnings.warn(f"{detail}; they were truncated to {limit} tokens.", stacklevel=4)
-            ids = [s[:limit] for s in ids]
-        src, lengths = _pad(ids, self.pad_id)
-        return {"src": src, "src_lengths": lengths}
+        return vocab
 
     @property
     def pad_id(self) -> int:
@@ -700,10 +523,10 @@ class Seq2Seq(Task):
         # Padding is cut out before the loss, so any classification loss works on
         # (N, V) logits and (N,) targets and averages over real tokens only.
         mask = target != self.pad_id
-        return self.loss_fns[SINGLE](logits[mask], target[mask])
+        return self.loss_fns[SINGLE_OUTPUT](logits[mask], target[mask])
 
     def _evaluation_step(self, batch: Any, stage: str) -> None:
-        src, src_lengths, tgt = _unpack(batch)
+        src, src_lengths, tgt = seq2seq_data.check_batch(batch)
         tgt_in, tgt_out = tgt[:, :-1], tgt[:, 1:]
         logits = self(src, src_lengths, tgt_in)
         loss = self._token_loss(logits, tgt_out)
@@ -711,14 +534,13 @@ class Seq2Seq(Task):
         self.log(f"{stage}/loss", loss, on_step=False, on_epoch=True, prog_bar=True, batch_size=B)
         metrics = getattr(self, f"{stage}_metrics")
         if "token_acc" in metrics:
-            metrics["token_acc"].update(*token_accuracy(logits, tgt_out, self.pad_id))
-        if any(name in metrics for name in _DECODED):
+            metrics["token_acc"].update(token_hits(logits, tgt_out, self.pad_id))
+        if any(name in metrics for name in DECODED_METRICS):
             # Room for every reference of the batch even when the data gave no length.
             max_len = self.max_decode_len or tgt_out.shape[1] + 5
             pred = self.generate(src, src_lengths, max_len=max_len)
             if "exact_match" in metrics:
-                hits = exact_match(pred, tgt_out, self.eos_id, self.pad_id)
-                metrics["exact_match"].update(hits.sum(), len(hits))
+                metrics["exact_match"].update(exact_match(pred, tgt_out, self.eos_id, self.pad_id).float())
             if "bleu" in metrics:
                 metrics["bleu"].update(*sequence_bleu_strings(pred, tgt_out, self.eos_id, self.pad_id))
         for name, metric in metrics.items():
@@ -726,22 +548,17 @@ class Seq2Seq(Task):
                      batch_size=B)
 
     def _build_metrics(self, per_output: Mapping[str, Sequence[str]]) -> None:
-        if set(per_output) - {SINGLE}:
+        if set(per_output) - {SINGLE_OUTPUT}:
             raise ValueError(f"Seq2Seq has one output; metrics per output {sorted(per_output)} do not apply.")
-        names = list(dict.fromkeys(_canonical_metric(n) for n in per_output.get(SINGLE, ())))
-        self.best_trackers = nn.ModuleDict({n: MaxMetric() for n in names})
+        names = list(dict.fromkeys(canonical_name(n, "seq2seq") for n in per_output.get(SINGLE_OUTPUT, ())))
+        trackers = {n: MaxMetric() if metric_mode(n) == "max" else MinMetric() for n in names}
+        self.best_trackers = nn.ModuleDict(trackers)
         self._headline = "exact_match" if "exact_match" in names else (names[0] if names else "")
         for stage in STAGES:
             # Training is teacher-forced only: decoding every training batch would cost
             # more than the step itself.
-            kept = [n for n in names if stage != "train" or n not in _DECODED]
-            setattr(self, f"{stage}_metrics", nn.ModuleDict({n: _make_metric(n) for n in kept}))
-
-
-def _make_metric(name: str) -> Metric:
-    if name == "bleu":
-        return BLEUScore(n_gram=4, smooth=True)
-    return SequenceFraction()
+            kept = [n for n in names if stage != "train" or n not in DECODED_METRICS]
+            setattr(self, f"{stage}_metrics", nn.ModuleDict(dict(build_metric(n, "seq2seq") for n in kept)))
 
 
 class _CallWithBatch(nn.Module):
@@ -755,55 +572,6 @@ class _CallWithBatch(nn.Module):
         return self.net(batch["src"], batch["src_lengths"], batch["tgt_in"])
 
 
-def _unpack(batch: Any, need_target: bool = True) -> tuple[Tensor, Tensor, Tensor | None]:
-    """``(src, src_lengths, tgt)`` of a seq2seq batch, with a clear error for anything else."""
-    required = ("src", "src_lengths", "tgt") if need_target else ("src", "src_lengths")
-    if not isinstance(batch, Mapping) or any(k not in batch for k in required):
-        got = sorted(batch) if isinstance(batch, Mapping) else type(batch).__name__
-        raise ValueError(
-            f"Seq2Seq expects dict batches with keys {list(required)} (a seq2seq DataModule such as "
-            f"DateTranslationDataModule makes them), got {got}."
-        )
-    src, src_lengths = batch["src"], batch["src_lengths"]
-    if src.ndim != 2 or src_lengths.shape != (src.shape[0],):
-        raise ValueError(
-            f"batch['src'] must be (B, S) and batch['src_lengths'] (B,), got {tuple(src.shape)} and "
-            f"{tuple(src_lengths.shape)}."
-        )
-    tgt = batch.get("tgt")
-    if need_target and (tgt.ndim != 2 or tgt.shape[0] != src.shape[0] or tgt.shape[1] < 2):
-        raise ValueError(
-            f"batch['tgt'] must be (B, T) with T >= 2 ([bos, ..., eos]) for src {tuple(src.shape)}, "
-            f"got {tuple(tgt.shape)}."
-        )
-    return src, src_lengths, tgt
-
-
-def _seq2seq_data(data: Any, what: str) -> Any:
-    """``data`` as something ``Trainer.fit/test`` takes, or a TypeError saying what is accepted."""
-    if isinstance(data, L.LightningDataModule) or _is_loader(data):
-        return data
-    if isinstance(data, (list, tuple)) and data and all(isinstance(b, Mapping) for b in data):
-        return _BatchList(list(data))
-    raise TypeError(
-        f"Seq2Seq.{what} takes a seq2seq DataModule (DateTranslationDataModule, ParallelTextDataModule), "
-        f"a loader or a list of {{'src', 'src_lengths', 'tgt'}} dict batches, got {type(data).__name__}."
-    )
-
-
-class _BatchList:
-    """A list of ready batches as a loader (Lightning would read a plain list as several loaders)."""
-
-    def __init__(self, batches: list[Mapping[str, Tensor]]) -> None:
-        self.batches = batches
-
-    def __iter__(self) -> Any:
-        return iter(self.batches)
-
-    def __len__(self) -> int:
-        return len(self.batches)
-
-
 def _rebuild_source_encoder(data_cfg: Any, task: Seq2Seq) -> Any:
     """The run's DataModule with the checkpoint's vocabularies, to encode raw strings; or None.
 
@@ -813,9 +581,7 @@ def _rebuild_source_encoder(data_cfg: Any, task: Seq2Seq) -> Any:
     if data_cfg is None or task.src_vocab is None:
         return None
     try:
-        from hydra.utils import instantiate
-
-        datamodule = instantiate(data_cfg)
+        datamodule = instantiate_node(data_cfg, "data")
         vocabs = {"src_vocab": task.src_vocab.state_dict(), "tgt_vocab": task.tgt_vocab.state_dict()}
         datamodule.load_state_dict(vocabs)
         # Only a DataModule that took the vocabularies (and so will not load data to build
@@ -826,15 +592,3 @@ def _rebuild_source_encoder(data_cfg: Any, task: Seq2Seq) -> Any:
     except Exception as err:  # any failure: fall back to the stored vocabulary
         log.debug("Encoding raw strings with the stored vocabulary; rebuilding the data failed: %s", err)
         return None
-
-
-def _normalize(text: str) -> str:
-    return " ".join(text.split())
-
-
-def _pad(seqs: list[list[int]], pad_id: int) -> tuple[Tensor, Tensor]:
-    lengths = torch.tensor([len(s) for s in seqs], dtype=torch.long)
-    out = torch.full((len(seqs), int(lengths.max())), pad_id, dtype=torch.long)
-    for row, seq in enumerate(seqs):
-        out[row, : len(seq)] = torch.as_tensor(seq, dtype=torch.long)
-    return out, lengths

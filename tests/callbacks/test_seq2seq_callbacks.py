@@ -15,7 +15,7 @@ from dlkit.data import DateTranslationDataModule
 from dlkit.tasks import Seq2Seq
 from tests.tasks.seq2seq_standins import CopyOracle, date_data, tiny_task
 
-# Tiny models: a second intra-op thread only adds contention on a shared machine.
+# Tiny models: a second intra-op thread only adds contention.
 pytestmark = pytest.mark.usefixtures("one_thread")
 
 QUIET = {"verbose": False, "enable_model_summary": False}

@@ -12,6 +12,11 @@ from torch.testing import assert_close
 TOLERANCE = {torch.float32: 1e-5, torch.float64: 1e-10}
 
 
+def close(a: torch.Tensor, b: torch.Tensor, dtype: torch.dtype = torch.float64, msg: str = "") -> None:
+    """``assert_close`` at the parity tolerance of ``dtype`` (1e-5 float32, 1e-10 float64)."""
+    assert_close(a, b, atol=TOLERANCE[dtype], rtol=TOLERANCE[dtype], msg=msg or None)
+
+
 def randomize_(module: nn.Module, seed: int = 0) -> nn.Module:
     """Give every parameter and float buffer random values, so a parity test is not
     passed by two layers that merely share their initial values (ones, zeros)."""

@@ -14,6 +14,8 @@ import torch
 from torch import nn
 
 import dlkit.layers.attention as attention_module
+import dlkit.layers.attention_scoring as attention_scoring_module
+from tests.layers.conftest import TOLERANCE, close
 from dlkit.layers import (
     AdditiveAttention,
     DotProductAttention,
@@ -23,16 +25,10 @@ from dlkit.layers import (
     masked_softmax,
 )
 
-TOL = {torch.float32: 1e-5, torch.float64: 1e-10}
 
 
-# The tensors here are tiny: waking intra-op threads costs more than it saves,
-# many times more on a shared machine.
+# The tensors here are tiny: waking intra-op threads costs more than it saves.
 pytestmark = pytest.mark.usefixtures("one_thread_per_module")
-
-
-def close(a: torch.Tensor, b: torch.Tensor, dtype: torch.dtype = torch.float64) -> None:
-    torch.testing.assert_close(a, b, atol=TOL[dtype], rtol=TOL[dtype])
 
 
 def t(*rows) -> torch.Tensor:
@@ -185,6 +181,50 @@ def test_teaching_layers_masks(make):
     assert torch.all(attn.attention_weights[0, :, 2:] == 0)
     kpm = torch.tensor([[False, False, True, True, True, True], [False] * 6])
     torch.testing.assert_close(attn(q, k, v, key_padding_mask=kpm), out)
+
+
+PROJECTING_LAYERS = {
+    "additive": lambda: AdditiveAttention(key_size=3, query_size=4, num_hiddens=5),
+    "luong-dot": lambda: LuongAttention("dot"),
+    "luong-general": lambda: LuongAttention("general", query_size=4, key_size=3),
+    "luong-concat": lambda: LuongAttention("concat", query_size=4, key_size=3, num_hiddens=6),
+}
+
+
+@pytest.mark.parametrize("make", PROJECTING_LAYERS.values(), ids=PROJECTING_LAYERS.keys())
+def test_projected_keys_give_the_same_output_and_gradients(make):
+    torch.manual_seed(0)
+    attn = make().double()
+    d_k = 4 if isinstance(attn, LuongAttention) and attn.score_name == "dot" else 3
+    q = torch.randn(2, 3, 4, dtype=torch.float64, requires_grad=True)
+    k = torch.randn(2, 6, d_k, dtype=torch.float64, requires_grad=True)
+    v = torch.randn(2, 6, 5, dtype=torch.float64, requires_grad=True)
+    lengths = torch.tensor([6, 2])
+
+    def run(projected: bool) -> tuple[torch.Tensor, torch.Tensor, list[torch.Tensor]]:
+        kwargs = {"projected_keys": attn.project_keys(k)} if projected else {}
+        out = attn(q, k, v, valid_lens=lengths, **kwargs)
+        weights = attn.attention_weights
+        grads = torch.autograd.grad(out.square().sum(), [q, k, v, *attn.parameters()])
+        return out, weights, list(grads)
+
+    out, weights, grads = run(projected=False)
+    out_p, weights_p, grads_p = run(projected=True)
+    close(out_p, out)
+    close(weights_p, weights)
+    assert torch.all(weights_p[1, :, 2:] == 0)
+    for g_p, g in zip(grads_p, grads):
+        close(g_p, g)
+
+
+@pytest.mark.parametrize("make", PROJECTING_LAYERS.values(), ids=PROJECTING_LAYERS.keys())
+def test_projected_keys_of_the_wrong_shape_are_refused(make):
+    attn = make()
+    d_k = 4 if isinstance(attn, LuongAttention) and attn.score_name == "dot" else 3
+    q, k = torch.randn(2, 3, 4), torch.randn(2, 6, d_k)
+    projected = attn.project_keys(k)
+    with pytest.raises(ValueError, match=r"projected_keys expected shape \(2, 6, \d+\)"):
+        attn(q, k, k, projected_keys=projected[:, :5])
 
 
 def test_teaching_layer_dropout_only_in_training():
@@ -540,3 +580,7 @@ def test_mha_bad_input(call, message):
 
 def test_docstring_examples(docstring_examples):
     docstring_examples(attention_module)
+
+
+def test_scoring_docstring_examples(docstring_examples):
+    docstring_examples(attention_scoring_module)

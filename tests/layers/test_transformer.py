@@ -15,6 +15,7 @@ import torch
 from torch import nn
 
 import dlkit.layers.transformer as transformer_module
+from tests.layers.conftest import TOLERANCE, close
 from dlkit.layers import (
     Dropout,
     GELU,
@@ -26,17 +27,12 @@ from dlkit.layers import (
     generate_square_subsequent_mask,
 )
 
-TOL = {torch.float32: 1e-5, torch.float64: 1e-10}
 D_MODEL, NHEAD, FF, N, S, T = 8, 2, 16, 3, 5, 4  # S: source length, T: target length
 
 
 # The tensors here are tiny: waking intra-op threads costs more than it saves,
 # many times more on a shared machine.
 pytestmark = pytest.mark.usefixtures("one_thread_per_module")
-
-
-def close(a: torch.Tensor, b: torch.Tensor, dtype: torch.dtype, msg: str = "") -> None:
-    torch.testing.assert_close(a, b, atol=TOL[dtype], rtol=TOL[dtype], msg=msg or None)
 
 
 def randomize(module: nn.Module, seed: int = 0) -> nn.Module:

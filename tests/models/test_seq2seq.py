@@ -1,7 +1,7 @@
 """Every seq2seq model: shapes, padding masks, causality, step-by-step decoding, states.
 
 The models are tiny (8-16 units) and run in eval mode, so every comparison is exact up
-to float rounding; the file runs in a few seconds.
+to float rounding.
 """
 
 from __future__ import annotations
@@ -14,11 +14,13 @@ from torch.testing import assert_close
 
 from dlkit.layers import AdditiveAttention, Dropout, LuongAttention
 from dlkit.models import EncoderDecoder, create_model, list_models
-from dlkit.models.seq2seq import Seq2SeqConfig, _attend, _project_keys, select_rows
+from dlkit.models.encoder_decoder import select_rows
+from dlkit.models.seq2seq import RNNSeq2Seq, Seq2SeqConfig
 
 SRC_V, TGT_V = 17, 11
 PAD, BOS, EOS = 0, 1, 2
-SEQ2SEQ_MODELS = ["seq2seq_rnn", "seq2seq_bahdanau", "seq2seq_luong", "transformer_seq2seq"]
+# Every registered encoder-decoder: a new family is tested by being registered.
+SEQ2SEQ_MODELS = list_models(kind="seq2seq")
 RECURRENT = {"embed_dim": 8, "hidden_size": 12}
 SMALL = {
     "seq2seq_rnn": RECURRENT,
@@ -77,6 +79,9 @@ def stepwise(net: EncoderDecoder, src, lengths, tokens) -> torch.Tensor:
 
 def test_every_seq2seq_model_is_registered() -> None:
     assert set(SEQ2SEQ_MODELS) <= set(list_models())
+    # A new family needs its tiny sizes here (and cases in CASES) to be tested.
+    assert SEQ2SEQ_MODELS and set(SEQ2SEQ_MODELS) == set(SMALL) == {c[1] for c in CASES}
+    assert all(isinstance(build(name), EncoderDecoder) for name in SEQ2SEQ_MODELS)
 
 
 @pytest.mark.parametrize(("name", "options"), [c[1:] for c in CASES], ids=IDS)
@@ -235,7 +240,7 @@ def test_cached_key_projection_equals_the_layer(attention) -> None:
     lengths = torch.tensor([7, 4, 1])
     expected = attention(queries, keys, keys, valid_lens=lengths)
     expected_weights = attention.attention_weights
-    got = _attend(attention, queries, _project_keys(attention, keys), keys, lengths)
+    got = attention(queries, keys, keys, valid_lens=lengths, projected_keys=attention.project_keys(keys))
     assert_close(got, expected, atol=1e-6, rtol=1e-6)
     assert_close(attention.attention_weights, expected_weights, atol=1e-6, rtol=1e-6)
 
@@ -309,6 +314,4 @@ def test_bad_options_raise() -> None:
     with pytest.raises(ValueError, match="model.score must be"):
         create_model("seq2seq_luong", src_vocab_size=SRC_V, tgt_vocab_size=TGT_V, score="cosine")
     with pytest.raises(ValueError, match="attention must be one of"):
-        from dlkit.models.seq2seq import RNNSeq2Seq
-
         RNNSeq2Seq(Seq2SeqConfig(src_vocab_size=SRC_V, tgt_vocab_size=TGT_V), attention="multihead")

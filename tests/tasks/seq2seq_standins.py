@@ -1,6 +1,6 @@
 """Small networks with dlkit's encoder–decoder contract, for testing the Seq2Seq task alone.
 
-They implement exactly what :class:`dlkit.tasks.Seq2Seq` and :mod:`dlkit.tasks.decoding`
+They implement exactly what :class:`dlkit.tasks.Seq2Seq` and :mod:`dlkit.models.decoding`
 use (``forward/start/step/select_state/attention_weights`` and the special ids), with
 torch's own layers, so the task's tests do not depend on dlkit's model families.
 :func:`date_data` and :func:`tiny_task` build what the task and callback tests train on.

@@ -11,21 +11,26 @@ import torch
 import torch.nn.functional as F
 from torchmetrics.text import BLEUScore
 
+import dlkit.tasks.metrics as metrics_module
 from dlkit.data import DateTranslationDataModule
+from dlkit.data.seq2seq import encode_sources
 from dlkit.data.text import Vocab
 from dlkit.losses import CrossEntropyLoss
 from dlkit.tasks import Seq2Seq
-from dlkit.tasks.seq2seq import (
-    CKPT_KEY,
+from dlkit.tasks.metrics import (
+    build_metric,
+    canonical_name,
     exact_match,
     sequence_bleu_strings,
-    sequence_cross_entropy,
+    sequence_metric,
     token_accuracy,
+    token_hits,
     trim_sequences,
 )
+from dlkit.tasks.seq2seq import CKPT_KEY, sequence_cross_entropy
 from tests.tasks.seq2seq_standins import CopyOracle, TinySeq2Seq, date_data, tiny_task
 
-# Tiny models: a second intra-op thread only adds contention on a shared machine.
+# Tiny models: a second intra-op thread only adds contention.
 pytestmark = pytest.mark.usefixtures("one_thread")
 
 QUIET = {"verbose": False, "enable_model_summary": False}
@@ -108,6 +113,38 @@ def test_bleu_is_computed_on_tokens() -> None:
     assert 0.5 < float(by_ids) < 1.0
     perfect = BLEUScore(n_gram=4, smooth=True)(*sequence_bleu_strings(ref_ids, ref_ids))
     assert float(perfect) == pytest.approx(1.0)
+
+
+def test_mean_metric_fractions_equal_hits_over_count_exactly() -> None:
+    # Token accuracy and exact match are MeanMetrics fed 0/1 hits: over uneven batches they
+    # give sum(hits) / sum(count), the number a hand-written hits/count accumulator gives.
+    torch.manual_seed(0)
+    metric = sequence_metric("token_acc")
+    hits = total = 0
+    for B, T in [(3, 5), (7, 2), (1, 9), (4, 4)]:
+        target = torch.randint(3, 10, (B, T))
+        target[0, T // 2 :] = PAD  # padding is not scored
+        logits = torch.randn(B, T, 10)
+        metric.update(token_hits(logits, target, PAD))
+        correct, count = token_accuracy(logits, target, PAD)
+        hits, total = hits + int(correct), total + int(count)
+    assert metric.compute().item() == hits / total
+    em = sequence_metric("exact_match")
+    em.update(exact_match(torch.tensor([[4, EOS], [5, EOS]]), torch.tensor([[4, EOS], [6, EOS]])).float())
+    em.update(exact_match(torch.tensor([[4, EOS]]), torch.tensor([[4, EOS]])).float())
+    assert em.compute().item() == 2 / 3
+
+
+def test_one_metric_table_names_every_task() -> None:
+    assert canonical_name("accuracy") == "acc" and canonical_name("accuracy", "seq2seq") == "token_acc"
+    assert canonical_name("seq_acc", "seq2seq") == "exact_match"
+    assert build_metric("bleu", "seq2seq")[0] == "bleu"
+    with pytest.raises(ValueError, match="does not apply to classification"):
+        build_metric("bleu", "multiclass", num_classes=3)
+
+
+def test_metrics_docstring_examples(docstring_examples) -> None:
+    docstring_examples(metrics_module)
 
 
 def _copy_batches(pairs: list[tuple[list[int], list[int]]], batch_size: int) -> list[dict]:
@@ -213,6 +250,17 @@ def test_checkpoint_carries_vocabularies_and_decoding_length(dates, tmp_path) ->
     assert fresh.predict(sources) == task.predict(sources)
 
 
+def test_loading_a_checkpoint_without_seq2seq_state_is_a_clear_error() -> None:
+    task = Seq2Seq(TinySeq2Seq(10, 9))
+    with pytest.raises(ValueError, match=f"lacks '{CKPT_KEY}'.*not written by dlkit-train with a Seq2Seq task"):
+        task.on_load_checkpoint({"state_dict": task.state_dict()})
+    # A task fit on batches (no vocabularies) still writes the entry, and loads it back.
+    checkpoint: dict = {}
+    task.on_save_checkpoint(checkpoint)
+    task.on_load_checkpoint(checkpoint)
+    assert task.src_vocab is None and checkpoint[CKPT_KEY]["src_vocab"] is None
+
+
 def test_predict_without_vocabulary_explains_how_to_get_one() -> None:
     task = Seq2Seq(TinySeq2Seq(10, 9))
     with pytest.raises(RuntimeError, match="from_checkpoint"):
@@ -232,6 +280,27 @@ def test_unknown_characters_are_reported_and_mapped_to_unk(dates, bound: bool) -
     with pytest.warns(UserWarning, match="<unk>"):
         batch = task.encode_sources(["§3"])
     assert batch["src"][0, 0].item() == Vocab.unk_id
+
+
+@pytest.mark.parametrize("text", ["3 March 1998 §", "3 March 1998 " * 10], ids=["unknown-token", "overlong"])
+def test_datamodule_and_stored_vocabulary_encode_alike(dates, text: str) -> None:
+    # One encoding function behind both paths: the same ids and the same warning.
+    task = tiny_task(dates)
+    task.bind_data(dates)
+    results = []
+    for source_encoder in (dates, None):
+        task.source_encoder = source_encoder
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            batch = task.encode_sources([text, "3/3/1998"])
+        results.append((batch, [str(w.message) for w in caught]))
+    (by_data, data_warnings), (by_vocab, vocab_warnings) = results
+    assert torch.equal(by_data["src"], by_vocab["src"])
+    assert torch.equal(by_data["src_lengths"], by_vocab["src_lengths"])
+    assert len(data_warnings) == 1 and data_warnings == vocab_warnings
+    with pytest.warns(UserWarning):
+        direct = encode_sources([text, "3/3/1998"], dates.src_vocab, dates.max_src_len, dates.on_overlong)
+    assert torch.equal(direct["src"], by_data["src"].cpu())
 
 
 @pytest.mark.parametrize("bound", [True, False], ids=["datamodule", "stored-vocab"])

@@ -10,9 +10,9 @@ import torch
 import torch.nn as nn
 from torch import Tensor
 
-from dlkit.tasks.decoding import beam_search, generate, greedy_decode, length_penalty_factor
+from dlkit.models.decoding import beam_search, generate, greedy_decode, length_penalty_factor
 
-# Tiny tensors: a second intra-op thread only adds contention on a shared machine.
+# Tiny tensors: a second intra-op thread only adds contention.
 pytestmark = pytest.mark.usefixtures("one_thread")
 
 PAD, BOS, EOS = 0, 1, 2

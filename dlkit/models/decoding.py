@@ -1,6 +1,6 @@
 """Turning an encoder–decoder into output sequences: greedy decoding and beam search.
 
-Both work on any network with the seq2seq contract of :mod:`dlkit.models.seq2seq`::
+Both work on any network with the contract of :mod:`dlkit.models.encoder_decoder`::
 
     state = net.start(src, src_lengths)             # encode once
     logits, state = net.step(y_prev, state)         # (B, V) scores of the next token
@@ -61,7 +61,7 @@ def _ids(net: Any) -> tuple[int, int, int]:
     except AttributeError as err:
         raise TypeError(
             f"Decoding needs an encoder-decoder with bos_id, eos_id and pad_id attributes "
-            f"(dlkit.models.seq2seq.EncoderDecoder); {type(net).__name__} lacks {err.name!r}."
+            f"(dlkit.models.encoder_decoder.EncoderDecoder); {type(net).__name__} lacks {err.name!r}."
         ) from err
 
 
