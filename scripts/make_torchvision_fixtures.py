@@ -1,15 +1,17 @@
 """Write torchvision reference fixtures for dlkit's CNN families.
 
 torchvision does not import beside the CPU torch build dlkit's venv uses, so run this
-with a scratch venv that has it (see /work/shared/FACTS.md):
+with a scratch venv that has it (dlkit itself is imported from the checkout, for the
+list of models with torchvision's weights):
 
     python3 -m venv /tmp/tvenv && /tmp/tvenv/bin/pip install torch==2.14.1 torchvision==0.29.1
-    /tmp/tvenv/bin/python scripts/make_torchvision_fixtures.py
+    PYTHONPATH=. /tmp/tvenv/bin/python scripts/make_torchvision_fixtures.py
 
 It writes, under ``tests/models/fixtures/torchvision/``:
 
-- ``<name>.json`` for every supported model (``weights=None``; ``googlenet`` without and
-  ``googlenet_aux`` with the auxiliary heads): ``{"keys": [[key, shape], ...]`` in
+- ``<name>.json`` for every model registered with torchvision's weights
+  (``dlkit.models.list_models(pretrained=True)``; ``weights=None``; ``googlenet`` without
+  and ``googlenet_aux`` with the auxiliary heads): ``{"keys": [[key, shape], ...]`` in
   state_dict order, ``"num_params": N, "torchvision": version}``;
 - ``<name>_io.pt`` for a few small models: a formula-made input and the eval-mode
   output of the model loaded with formula-made weights (``tests/models/formula_weights.py``),
@@ -26,23 +28,16 @@ import torch
 import torchvision
 from torchvision import models
 
+from dlkit.models import list_models
+
 ROOT = Path(__file__).resolve().parents[1]
 OUT = ROOT / "tests" / "models" / "fixtures" / "torchvision"
 sys.path.insert(0, str(ROOT / "tests" / "models"))
 
 from formula_weights import formula_input, formula_state_dict  # noqa: E402
 
-NAMES = [
-    "alexnet",
-    *[f"vgg{d}{bn}" for bn in ("", "_bn") for d in (11, 13, 16, 19)],
-    "resnet18",
-    "resnet34",
-    "resnet50",
-    "resnet101",
-    "resnet152",
-]
 # name -> (torchvision builder, its keyword arguments)
-VARIANTS: dict[str, tuple[str, dict]] = {n: (n, {}) for n in NAMES}
+VARIANTS: dict[str, tuple[str, dict]] = {n: (n, {}) for n in list_models(pretrained=True)}
 VARIANTS["googlenet"] = ("googlenet", {"aux_logits": False, "init_weights": True})
 VARIANTS["googlenet_aux"] = ("googlenet", {"aux_logits": True, "init_weights": True})
 # Output references: small enough to run anywhere; 64 px is above every model's minimum.

@@ -16,9 +16,10 @@ from torch import Tensor
 
 from dlkit.layers import Dropout, get_activation
 from dlkit.models.base import ClassifierNet
+from dlkit.models.pretrained import TORCHVISION_URL, PretrainedSpec
 from dlkit.models.registry import register_model
 
-__all__ = ["AlexNet", "AlexNetConfig"]
+__all__ = ["ALEXNET_WEIGHTS", "AlexNet", "AlexNetConfig"]
 
 
 @dataclass
@@ -123,7 +124,15 @@ class AlexNet(ClassifierNet):
         return self.classifier[:-1](x) if pre_logits else self.classifier(x)
 
 
-@register_model
+# torchvision's ImageNet-1k weights (224 px RGB, ImageNet mean and std).
+ALEXNET_WEIGHTS = PretrainedSpec(
+    urls={"IMAGENET1K_V1": TORCHVISION_URL + "alexnet-owt-7be5be79.pth"},
+    first_conv="features.0",
+    classifier=("classifier.6",),
+)
+
+
+@register_model(pretrained=ALEXNET_WEIGHTS)
 def alexnet(**kwargs: Any) -> AlexNet:
     """AlexNet as in torchvision (61,100,840 parameters with 1000 classes)."""
     return AlexNet(AlexNetConfig(**kwargs))

@@ -20,9 +20,10 @@ from torch import Tensor
 from dlkit.layers import BasicConv2d, Dropout, Inception, get_activation
 from dlkit.layers.init import constant_, trunc_normal_
 from dlkit.models.base import ClassifierNet
+from dlkit.models.pretrained import TORCHVISION_URL, PretrainedSpec
 from dlkit.models.registry import register_model
 
-__all__ = ["GoogLeNet", "GoogLeNetConfig", "InceptionAux"]
+__all__ = ["GOOGLENET_WEIGHTS", "GoogLeNet", "GoogLeNetConfig", "InceptionAux"]
 
 # ImageNet statistics; transform_input maps inputs normalised with them to the
 # ``(x - 0.5) / 0.5`` scaling the original (Caffe-ported) weights expect.
@@ -84,8 +85,8 @@ class GoogLeNetConfig:
             mode, where ``forward`` then returns a dict (see :class:`GoogLeNet`).
         transform_input: Re-scale inputs normalised with ImageNet's mean and std to
             ``(x - 0.5) / 0.5`` per channel, which torchvision's ImageNet weights expect
-            (``create_model("googlenet", pretrained="torchvision:...")`` turns it on and
-            says so). Needs ``in_chans=3``.
+            (``create_model("googlenet", pretrained="torchvision:...")`` turns it on,
+            as :data:`GOOGLENET_WEIGHTS` says, and logs it). Needs ``in_chans=3``.
         drop_rate: Dropout on the pooled features, before ``fc`` (0.2 in torchvision).
         aux_drop_rate: Dropout inside each auxiliary classifier (0.7 in the paper).
         branch3_kernel_size: Window of the "5x5" branch; 3 matches torchvision's
@@ -192,16 +193,6 @@ class GoogLeNet(ClassifierNet):
         else:
             self.apply_init(cfg.init)
 
-    @property
-    def aux_head_paths(self) -> tuple[str, ...]:
-        """Dotted paths of the auxiliary classifiers' final layers (empty without them)."""
-        return ("aux1.fc2", "aux2.fc2") if self.aux_logits else ()
-
-    @property
-    def pretrained_optional_prefixes(self) -> tuple[str, ...]:
-        """Parts that weights may hold but this model was built without (the aux heads)."""
-        return () if self.aux_logits else ("aux1.", "aux2.")
-
     def _init_googlenet(self) -> None:
         for m in self.modules():
             if isinstance(m, (nn.Conv2d, nn.Linear)):
@@ -268,7 +259,18 @@ class GoogLeNet(ClassifierNet):
                 aux.fc2 = nn.Linear(1024, num_classes) if num_classes > 0 else nn.Identity()
 
 
-@register_model
+# torchvision's ImageNet-1k weights (224 px RGB, ImageNet mean and std), auxiliary heads
+# included; they expect transform_input's re-scaling.
+GOOGLENET_WEIGHTS = PretrainedSpec(
+    urls={"IMAGENET1K_V1": TORCHVISION_URL + "googlenet-1378be20.pth"},
+    first_conv="conv1.conv",
+    classifier=("fc", "aux1.fc2", "aux2.fc2"),
+    optional=("aux1", "aux2"),
+    input_transform={"transform_input": True},
+)
+
+
+@register_model(pretrained=GOOGLENET_WEIGHTS)
 def googlenet(**kwargs: Any) -> GoogLeNet:
     """GoogLeNet (Inception v1) without auxiliary heads by default: 6,624,904 parameters."""
     return GoogLeNet(GoogLeNetConfig(**kwargs))

@@ -110,7 +110,7 @@ def _vector_norm(spec: Any) -> Any:
     return spec
 
 
-@register_model
+@register_model(kind="vector")
 def mlp(**kwargs: Any) -> MLP:
     """MLP, two hidden layers (128, 64) with ReLU by default."""
     return MLP(MLPConfig(**kwargs))

@@ -1,22 +1,28 @@
-"""Pretrained weights: local files or torchvision's ImageNet checkpoints, loaded strictly.
+"""Pretrained weights: local files or a family's published checkpoints, loaded strictly.
 
-``create_model(name, pretrained=...)`` builds the model, then calls
-:func:`load_pretrained`, which accepts
+This module is the generic loader; the weights themselves are declared by each family
+next to its builders (``register_model(..., pretrained=PretrainedSpec(...))``), as
+timm's ``pretrained_cfg`` and torchvision's ``Weights`` enums do. The registry keeps the
+spec with the builder, ``create_model(name, pretrained=...)`` builds the model, then
+calls :func:`load_pretrained`, which accepts
 
 - a local file: a plain state_dict saved with ``torch.save``, a ``.safetensors`` file
   (needs the ``safetensors`` package), or a dlkit/Lightning checkpoint (``.ckpt``) whose
   ``state_dict`` keys are the network's prefixed with ``net.``;
-- ``"torchvision:<TAG>"``, e.g. ``"torchvision:IMAGENET1K_V1"``, for the models in
-  :data:`TORCHVISION_WEIGHTS`. The file is fetched once into torch.hub's cache
-  (``torch.hub.get_dir()/checkpoints/``); offline, put it there by hand or pass its path.
+- ``"<hub>:<TAG>"``, e.g. ``"torchvision:IMAGENET1K_V1"``, for a model whose spec has
+  that tag (``dlkit.models.list_models(pretrained=True)`` lists them). The file is
+  fetched once into torch.hub's cache (``torch.hub.get_dir()/checkpoints/``); offline,
+  put it there by hand or pass its path.
 
 Every key must match, with three announced exceptions:
 
-- the classifier (``fc``, ``classifier.6``, GoogLeNet's auxiliary ``fc2``) when its
-  shape differs, e.g. ``num_classes=10`` with ImageNet weights: it keeps its fresh
-  initialisation and a ``UserWarning`` lists the skipped keys;
-- parts the model was built without (GoogLeNet's auxiliary heads with
-  ``aux_logits=False``): their keys are dropped, with a ``UserWarning``;
+- the classifier (the spec's ``classifier`` paths, e.g. ``fc``, ``classifier.6``,
+  GoogLeNet's auxiliary ``fc2``) when its shape differs, e.g. ``num_classes=10`` with
+  ImageNet weights: it keeps its fresh initialisation and a ``UserWarning`` lists the
+  skipped keys;
+- parts the model was built without (the spec's ``optional`` parts, e.g. GoogLeNet's
+  auxiliary heads with ``aux_logits=False``): their keys are dropped, with a
+  ``UserWarning``;
 - BatchNorm's ``num_batches_tracked``, absent from checkpoints saved before PyTorch 0.4
   (torchvision's older files): it is set to 0, as ``torch.nn.BatchNorm2d`` does.
 
@@ -29,6 +35,10 @@ adapted as timm does. For ``in_chans=1`` they are summed over the RGB channels (
 image ``g`` then gives what the RGB image ``(g, g, g)`` gave); for other counts the RGB
 kernels are repeated cyclically and scaled by ``3 / in_chans``, so the response to a
 constant image is unchanged.
+
+A model without a spec (one built outside the registry, or a family without published
+weights) is loaded the same way, with its ``head_path`` as the classifier and its first
+4-D weight as the first convolution.
 """
 
 from __future__ import annotations
@@ -37,86 +47,174 @@ import logging
 import math
 import os
 import pickle
+import re
 import warnings
 from collections.abc import Mapping
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Union
 from urllib.parse import urlparse
 
 import torch
-import torch.nn as nn
-from torch import Tensor
+from torch import Tensor, nn
 
 __all__ = [
-    "TORCHVISION_WEIGHTS",
+    "TORCHVISION_URL",
     "PretrainedSource",
+    "PretrainedSpec",
+    "download_state_dict",
     "load_pretrained",
     "load_state_dict_file",
-    "load_torchvision_state_dict",
     "load_weights_into",
+    "pretrained_build_options",
 ]
 
 log = logging.getLogger(__name__)
 
 PretrainedSource = Union[str, os.PathLike, Mapping[str, Tensor], bool, None]
 
-_TV = "https://download.pytorch.org/models/"
-TORCHVISION_WEIGHTS: dict[str, dict[str, str]] = {
-    "alexnet": {"IMAGENET1K_V1": _TV + "alexnet-owt-7be5be79.pth"},
-    "vgg11": {"IMAGENET1K_V1": _TV + "vgg11-8a719046.pth"},
-    "vgg13": {"IMAGENET1K_V1": _TV + "vgg13-19584684.pth"},
-    "vgg16": {"IMAGENET1K_V1": _TV + "vgg16-397923af.pth"},
-    "vgg19": {"IMAGENET1K_V1": _TV + "vgg19-dcbb9e9d.pth"},
-    "vgg11_bn": {"IMAGENET1K_V1": _TV + "vgg11_bn-6002323d.pth"},
-    "vgg13_bn": {"IMAGENET1K_V1": _TV + "vgg13_bn-abd245e5.pth"},
-    "vgg16_bn": {"IMAGENET1K_V1": _TV + "vgg16_bn-6c64b313.pth"},
-    "vgg19_bn": {"IMAGENET1K_V1": _TV + "vgg19_bn-c79401a0.pth"},
-    "googlenet": {"IMAGENET1K_V1": _TV + "googlenet-1378be20.pth"},
-    "resnet18": {"IMAGENET1K_V1": _TV + "resnet18-f37072fd.pth"},
-    "resnet34": {"IMAGENET1K_V1": _TV + "resnet34-b627a593.pth"},
-    "resnet50": {
-        "IMAGENET1K_V1": _TV + "resnet50-0676ba61.pth",
-        "IMAGENET1K_V2": _TV + "resnet50-11ad3fa6.pth",
-    },
-    "resnet101": {
-        "IMAGENET1K_V1": _TV + "resnet101-63fe2227.pth",
-        "IMAGENET1K_V2": _TV + "resnet101-cd907fc2.pth",
-    },
-    "resnet152": {
-        "IMAGENET1K_V1": _TV + "resnet152-394f9c45.pth",
-        "IMAGENET1K_V2": _TV + "resnet152-f82ba261.pth",
-    },
-}
-"""torchvision's official ImageNet-1k checkpoints (as listed by torchvision 0.29),
-by dlkit model name and torchvision weights tag. All expect 224 px RGB input normalised
-with ImageNet's mean and std."""
+TORCHVISION_URL = "https://download.pytorch.org/models/"
+"""Where torchvision's published checkpoints live; the families' file names follow it."""
 
-_TORCHVISION_PREFIX = "torchvision:"
 _LIST_LIMIT = 10
+# "<hub>:<TAG>", e.g. "torchvision:IMAGENET1K_V1"; an existing file of that name wins.
+_TAGGED = re.compile(r"([A-Za-z][\w.-]*):(\w+)")
+
+
+@dataclass(frozen=True)
+class PretrainedSpec:
+    """A registered model's published weights, and how a weights file maps onto the model.
+
+    A family declares one next to each builder, ``register_model(pretrained=...)``, the
+    way timm's ``pretrained_cfg`` and torchvision's ``Weights`` do; the registry keeps it
+    with the builder and :func:`load_pretrained` reads it. torchvision's ImageNet-1k
+    checkpoints expect 224 px RGB input normalised with ImageNet's mean and std.
+
+    Attributes:
+        urls: Weight files by tag, e.g. ``{"IMAGENET1K_V1": TORCHVISION_URL +
+            "resnet18-f37072fd.pth"}``; loaded as ``pretrained="<hub>:<tag>"``.
+        first_conv: Module path of the first convolution, whose kernels are adapted
+            when the model's ``in_chans`` differs from the weights'.
+        classifier: Module paths of the final layers that keep their fresh
+            initialisation when their shape differs from the weights' (a new
+            ``num_classes``). Defaults to ``("fc",)``.
+        optional: Module paths of parts a model may be built without (e.g. auxiliary
+            heads); the weights' keys under them are then left out, with a warning.
+            Defaults to ().
+        input_transform: Constructor options the weights were trained with that change
+            what the model does to its input, e.g. GoogLeNet's
+            ``{"transform_input": True}``. Set over the given options when the tagged
+            weights are loaded into a model with the weights' ``in_chans`` (they act
+            on RGB channels). Defaults to ``{}``.
+        in_chans: Input channels of the weights. Defaults to 3.
+        hub: The ``<hub>`` prefix of the tags. Defaults to ``"torchvision"``.
+
+    Example:
+        >>> spec = PretrainedSpec(
+        ...     urls={"IMAGENET1K_V1": TORCHVISION_URL + "resnet18-f37072fd.pth"},
+        ...     first_conv="conv1",
+        ... )
+        >>> spec.sources()
+        ['torchvision:IMAGENET1K_V1']
+    """
+
+    urls: Mapping[str, str]
+    first_conv: str
+    classifier: tuple[str, ...] = ("fc",)
+    optional: tuple[str, ...] = ()
+    input_transform: Mapping[str, Any] = field(default_factory=dict)
+    in_chans: int = 3
+    hub: str = "torchvision"
+
+    def sources(self) -> list[str]:
+        """The ``pretrained=`` values that name these weights, e.g. ``["torchvision:IMAGENET1K_V1"]``."""
+        return [f"{self.hub}:{tag}" for tag in self.urls]
+
+
+def _tagged(pretrained: PretrainedSource) -> tuple[str, str] | None:
+    """``(hub, tag)`` when ``pretrained`` names published weights rather than a file."""
+    if isinstance(pretrained, (str, os.PathLike)):
+        text = os.fspath(pretrained)
+        match = _TAGGED.fullmatch(text) if isinstance(text, str) else None
+        if match and not Path(text).exists():
+            return match.group(1), match.group(2)
+    return None
+
+
+def pretrained_build_options(
+    spec: PretrainedSpec | None,
+    pretrained: PretrainedSource,
+    options: Mapping[str, Any],
+    model_name: str | None = None,
+) -> dict[str, Any]:
+    """The builder's options for loading ``pretrained``: ``options`` plus the weights' input transform.
+
+    Only published weights (``"<hub>:<tag>"`` of ``spec``) carry an input transform,
+    and only a model with the weights' ``in_chans`` gets it; a local file leaves the
+    options as given.
+
+    Args:
+        spec: The model's spec, or None.
+        pretrained: The ``pretrained=`` value of ``create_model``.
+        options: The builder's keyword arguments.
+        model_name: The registry name, for the log message. Defaults to None.
+
+    Returns:
+        The options to build with (a new dict).
+
+    Example:
+        >>> spec = PretrainedSpec({"V1": "https://x/g.pth"}, "conv1.conv",
+        ...                       input_transform={"transform_input": True})
+        >>> pretrained_build_options(spec, "torchvision:V1", {"transform_input": False})
+        {'transform_input': True}
+        >>> pretrained_build_options(spec, "torchvision:V1", {"in_chans": 1})
+        {'in_chans': 1}
+    """
+    options = dict(options)
+    tagged = _tagged(pretrained)
+    if spec is None or not spec.input_transform or tagged is None:
+        return options
+    if tagged[0] != spec.hub or tagged[1] not in spec.urls:
+        return options
+    if options.get("in_chans", spec.in_chans) != spec.in_chans:
+        return options
+    changed = {k: v for k, v in spec.input_transform.items() if options.get(k) != v}
+    if changed:
+        log.info(
+            "%s: %s for the %s weights.",
+            model_name or "model",
+            ", ".join(f"{k}={v!r}" for k, v in changed.items()),
+            os.fspath(pretrained),  # type: ignore[arg-type]
+        )
+    return {**options, **spec.input_transform}
 
 
 def load_pretrained(
-    model: nn.Module, pretrained: PretrainedSource, model_name: str | None = None
+    model: nn.Module,
+    pretrained: PretrainedSource,
+    model_name: str | None = None,
+    spec: PretrainedSpec | None = None,
 ) -> nn.Module:
-    """Load weights into ``model`` from a file, a state_dict or a torchvision tag.
+    """Load weights into ``model`` from a file, a state_dict or a published tag.
 
     Args:
         model: The freshly built network.
         pretrained: A path (``.pt``/``.pth``/``.ckpt``/``.safetensors``), a state_dict
-            mapping, ``"torchvision:<TAG>"`` (see :data:`TORCHVISION_WEIGHTS`), or
-            None/False/``""`` for nothing.
-        model_name: The registry name; needed for ``"torchvision:"`` sources.
-            Defaults to None.
+            mapping, ``"<hub>:<TAG>"`` such as ``"torchvision:IMAGENET1K_V1"`` (see
+            :class:`PretrainedSpec`), or None/False/``""`` for nothing.
+        model_name: The registry name, for messages. Defaults to None.
+        spec: The model's spec. Defaults to None, meaning ``model.pretrained_spec``
+            (set by ``create_model``) when there is one.
 
     Returns:
         ``model``, with the weights loaded in place.
 
     Raises:
-        ValueError: Keys or shapes that do not match (listed), an unknown torchvision
-            tag or model, or ``pretrained=True`` (ambiguous).
+        ValueError: Keys or shapes that do not match (listed), a tag the model has no
+            weights for, or ``pretrained=True`` (ambiguous).
         FileNotFoundError: A path that does not exist.
-        RuntimeError: A torchvision download that failed (the message says where to
-            put the file by hand).
+        RuntimeError: A download that failed (the message says where to put the file
+            by hand).
 
     Example:
         >>> net = create_model("resnet18", num_classes=10)
@@ -127,57 +225,52 @@ def load_pretrained(
         return model
     if pretrained is True:
         raise ValueError(
-            "pretrained=True is ambiguous in dlkit; pass a file path or a torchvision tag such as "
+            "pretrained=True is ambiguous in dlkit; pass a file path or a published tag such as "
             "pretrained='torchvision:IMAGENET1K_V1'."
         )
+    spec = spec if spec is not None else getattr(model, "pretrained_spec", None)
     if isinstance(pretrained, Mapping):
-        return load_weights_into(model, pretrained, source="the given state_dict")
+        return load_weights_into(model, pretrained, source="the given state_dict", spec=spec)
     text = os.fspath(pretrained)
-    if isinstance(text, str) and text.startswith(_TORCHVISION_PREFIX):
-        tag = text[len(_TORCHVISION_PREFIX) :]
-        state_dict = load_torchvision_state_dict(model_name, tag)
-        if getattr(model, "transform_input", None) is False and model.in_chans == 3:
-            # torchvision's GoogLeNet weights expect its RGB re-scaling (and turn it on).
-            model.transform_input = True
-            if hasattr(model, "cfg"):
-                model.cfg.transform_input = True
-            log.info("GoogLeNet: transform_input turned on for torchvision's weights.")
-        return load_weights_into(model, state_dict, source=text)
-    return load_weights_into(model, load_state_dict_file(text), source=text)
+    tagged = _tagged(text)
+    if tagged is None:
+        return load_weights_into(model, load_state_dict_file(text), source=text, spec=spec)
+    hub, tag = tagged
+    name = model_name or type(model).__name__
+    if spec is None or spec.hub != hub:
+        have = f"; it has {', '.join(spec.sources())}" if spec is not None else ""
+        raise ValueError(
+            f"No {hub} weights for model {name!r}{have}. List the models with published "
+            "weights with dlkit.models.list_models(pretrained=True), or pass a local file as "
+            "pretrained=<path>."
+        )
+    if tag not in spec.urls:
+        raise ValueError(
+            f"Unknown {hub} weights {tag!r} for {name}; available: {', '.join(spec.sources())}."
+        )
+    state_dict = download_state_dict(spec.urls[tag], f"{hub}'s {tag} weights for {name}")
+    return load_weights_into(model, state_dict, source=text, spec=spec)
 
 
-def load_torchvision_state_dict(
-    model_name: str | None, tag: str = "IMAGENET1K_V1"
-) -> dict[str, Tensor]:
-    """Fetch (or read from torch.hub's cache) torchvision's weights ``tag`` for ``model_name``.
+def download_state_dict(url: str, what: str = "the weights") -> dict[str, Tensor]:
+    """Fetch a weights file into torch.hub's cache (or read it from there), checking its hash.
 
     Args:
-        model_name: A key of :data:`TORCHVISION_WEIGHTS`, e.g. ``"resnet50"``.
-        tag: torchvision's weights name. Defaults to ``"IMAGENET1K_V1"``.
+        url: The file's URL; a hash prefix in its name (``resnet18-f37072fd.pth``) is
+            checked, as torch.hub does.
+        what: How to name the weights in the error message. Defaults to
+            ``"the weights"``.
 
     Returns:
         The state_dict, on the CPU.
 
     Raises:
-        ValueError: For a model or tag without torchvision weights.
         RuntimeError: When the file is not cached and cannot be downloaded; the
             message gives the URL and the cache path to put the file at.
 
     Example:
-        >>> sd = load_torchvision_state_dict("resnet18", "IMAGENET1K_V1")
+        >>> sd = download_state_dict(TORCHVISION_URL + "resnet18-f37072fd.pth")
     """
-    if model_name not in TORCHVISION_WEIGHTS:
-        raise ValueError(
-            f"No torchvision weights for model {model_name!r}; they exist for "
-            f"{', '.join(TORCHVISION_WEIGHTS)}. Pass a local file as pretrained=<path> instead."
-        )
-    tags = TORCHVISION_WEIGHTS[model_name]
-    if tag not in tags:
-        raise ValueError(
-            f"Unknown torchvision weights {tag!r} for {model_name}; available: "
-            f"{', '.join(_TORCHVISION_PREFIX + t for t in tags)}."
-        )
-    url = tags[tag]
     filename = os.path.basename(urlparse(url).path)
     cached = Path(torch.hub.get_dir()) / "checkpoints" / filename
     try:
@@ -186,7 +279,7 @@ def load_torchvision_state_dict(
         )
     except OSError as err:  # URLError, timeouts and refused connections are all OSErrors
         raise RuntimeError(
-            f"Could not download torchvision's {tag} weights for {model_name} from {url} ({err}). "
+            f"Could not download {what} from {url} ({err}). "
             f"Without a network, fetch that file elsewhere and put it at {cached} "
             "(torch.hub.get_dir()/checkpoints/<filename>; set TORCH_HOME to move the cache), "
             "or pass its local path as pretrained=<path>."
@@ -275,7 +368,10 @@ def _unwrap(obj: Any, path: Path) -> dict[str, Tensor]:
 
 
 def load_weights_into(
-    model: nn.Module, state_dict: Mapping[str, Tensor], source: str = "weights"
+    model: nn.Module,
+    state_dict: Mapping[str, Tensor],
+    source: str = "weights",
+    spec: PretrainedSpec | None = None,
 ) -> nn.Module:
     """Copy ``state_dict`` into ``model``: strict, except the announced head/stem cases.
 
@@ -286,6 +382,9 @@ def load_weights_into(
         model: The network.
         state_dict: The weights.
         source: How to name the weights in messages. Defaults to ``"weights"``.
+        spec: Where the model's first convolution, classifier and optional parts are.
+            Defaults to None: the model's ``head_path`` is the classifier, its first
+            4-D weight the first convolution, and no part is optional.
 
     Returns:
         ``model``.
@@ -299,10 +398,17 @@ def load_weights_into(
     """
     own = model.state_dict()
     weights = dict(state_dict)
+    if spec is not None:
+        stem: str | None = f"{spec.first_conv}.weight"
+        heads, optional = spec.classifier, spec.optional
+    else:
+        stem = next((k for k, v in own.items() if v.ndim == 4), None)
+        head = getattr(model, "head_path", None)
+        heads, optional = ((head,) if head else ()), ()
     _fill_num_batches_tracked(own, weights)
-    notes = [_drop_optional_parts(model, own, weights, source)]
-    _adapt_stem(model, own, weights)
-    notes.append(_skip_new_heads(model, own, weights, source))
+    notes = [_drop_optional_parts(model, own, weights, source, optional)]
+    _adapt_stem(model, own, weights, stem)
+    notes.append(_skip_new_heads(model, own, weights, source, heads))
     missing = [k for k in own if k not in weights]
     unexpected = [k for k in weights if k not in own]
     mis_shaped = [
@@ -346,23 +452,28 @@ def _fill_num_batches_tracked(own: Mapping[str, Tensor], weights: dict[str, Tens
 
 
 def _drop_optional_parts(
-    model: nn.Module, own: Mapping[str, Tensor], weights: dict[str, Tensor], source: str
+    model: nn.Module,
+    own: Mapping[str, Tensor],
+    weights: dict[str, Tensor],
+    source: str,
+    parts: tuple[str, ...],
 ) -> str | None:
-    prefixes = tuple(getattr(model, "pretrained_optional_prefixes", ()))
+    prefixes = tuple(f"{part}." for part in parts)
     dropped = [k for k in weights if k.startswith(prefixes) and k not in own] if prefixes else []
     for k in dropped:
         del weights[k]
     if not dropped:
         return None
     return (
-        f"{type(model).__name__} was built without {', '.join(p.rstrip('.') for p in prefixes)}; "
+        f"{type(model).__name__} was built without {', '.join(parts)}; "
         f"left out their {len(dropped)} keys from {source}."
     )
 
 
-def _adapt_stem(model: nn.Module, own: Mapping[str, Tensor], weights: dict[str, Tensor]) -> None:
-    stem = next((k for k, v in own.items() if v.ndim == 4), None)
-    if stem is None or stem not in weights:
+def _adapt_stem(
+    model: nn.Module, own: Mapping[str, Tensor], weights: dict[str, Tensor], stem: str | None
+) -> None:
+    if stem is None or stem not in weights or stem not in own:
         return
     w, target = weights[stem], own[stem]
     if w.ndim != 4 or w.shape[1] == target.shape[1] or w.shape[0] != target.shape[0]:
@@ -379,11 +490,14 @@ def _adapt_stem(model: nn.Module, own: Mapping[str, Tensor], weights: dict[str, 
 
 
 def _skip_new_heads(
-    model: nn.Module, own: Mapping[str, Tensor], weights: dict[str, Tensor], source: str
+    model: nn.Module,
+    own: Mapping[str, Tensor],
+    weights: dict[str, Tensor],
+    source: str,
+    heads: tuple[str, ...],
 ) -> str | None:
-    head_paths = [getattr(model, "head_path", None), *getattr(model, "aux_head_paths", ())]
     skipped: list[str] = []
-    for path in filter(None, head_paths):
+    for path in heads:
         for leaf in ("weight", "bias"):
             key = f"{path}.{leaf}"
             if key in weights and (key not in own or own[key].shape != weights[key].shape):

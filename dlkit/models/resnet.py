@@ -24,6 +24,7 @@ from torch import Tensor
 from dlkit.layers import Dropout, get_activation, get_norm_layer
 from dlkit.layers.init import constant_, kaiming_normal_
 from dlkit.models.base import ClassifierNet
+from dlkit.models.pretrained import TORCHVISION_URL, PretrainedSpec
 from dlkit.models.registry import register_model
 
 __all__ = ["BasicBlock", "Bottleneck", "ResNet", "ResNetConfig"]
@@ -329,35 +330,44 @@ class ResNet(ClassifierNet):
         return x if pre_logits else self.fc(x)
 
 
+def _imagenet(*filenames: str) -> PretrainedSpec:
+    """torchvision's ImageNet-1k weights (224 px RGB, ImageNet mean and std) for one ResNet.
+
+    ``filenames`` are the files of the tags ``IMAGENET1K_V1``, ``IMAGENET1K_V2``, ...
+    """
+    urls = {f"IMAGENET1K_V{i}": TORCHVISION_URL + f for i, f in enumerate(filenames, start=1)}
+    return PretrainedSpec(urls=urls, first_conv="conv1", classifier=("fc",))
+
+
 def _resnet(block: str, layers: Sequence[int], kwargs: dict[str, Any]) -> ResNet:
     return ResNet(ResNetConfig(**{"block": block, "layers": tuple(layers), **kwargs}))
 
 
-@register_model
+@register_model(pretrained=_imagenet("resnet18-f37072fd.pth"))
 def resnet18(**kwargs: Any) -> ResNet:
     """ResNet-18: basic blocks (2, 2, 2, 2), 11,689,512 parameters with 1000 classes."""
     return _resnet("basic", (2, 2, 2, 2), kwargs)
 
 
-@register_model
+@register_model(pretrained=_imagenet("resnet34-b627a593.pth"))
 def resnet34(**kwargs: Any) -> ResNet:
     """ResNet-34: basic blocks (3, 4, 6, 3), 21,797,672 parameters with 1000 classes."""
     return _resnet("basic", (3, 4, 6, 3), kwargs)
 
 
-@register_model
+@register_model(pretrained=_imagenet("resnet50-0676ba61.pth", "resnet50-11ad3fa6.pth"))
 def resnet50(**kwargs: Any) -> ResNet:
     """ResNet-50: bottlenecks (3, 4, 6, 3), 25,557,032 parameters with 1000 classes."""
     return _resnet("bottleneck", (3, 4, 6, 3), kwargs)
 
 
-@register_model
+@register_model(pretrained=_imagenet("resnet101-63fe2227.pth", "resnet101-cd907fc2.pth"))
 def resnet101(**kwargs: Any) -> ResNet:
     """ResNet-101: bottlenecks (3, 4, 23, 3), 44,549,160 parameters with 1000 classes."""
     return _resnet("bottleneck", (3, 4, 23, 3), kwargs)
 
 
-@register_model
+@register_model(pretrained=_imagenet("resnet152-394f9c45.pth", "resnet152-f82ba261.pth"))
 def resnet152(**kwargs: Any) -> ResNet:
     """ResNet-152: bottlenecks (3, 8, 36, 3), 60,192,808 parameters with 1000 classes."""
     return _resnet("bottleneck", (3, 8, 36, 3), kwargs)

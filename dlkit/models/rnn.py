@@ -165,7 +165,7 @@ class RNNClassifier(ClassifierNet):
         return self.forward_head(self.forward_features(x, lengths))
 
 
-@register_model
+@register_model(kind="sequence")
 def rnn_classifier(**kwargs: Any) -> RNNClassifier:
     """Recurrent classifier (LSTM, 128 units, last state by default); images are read row by row."""
     return RNNClassifier(RNNClassifierConfig(**kwargs))

@@ -20,6 +20,7 @@ from torch import Tensor
 from dlkit.layers import Dropout, get_activation, get_norm_layer
 from dlkit.layers.init import constant_, kaiming_normal_, normal_
 from dlkit.models.base import ClassifierNet
+from dlkit.models.pretrained import TORCHVISION_URL, PretrainedSpec
 from dlkit.models.registry import register_model
 
 __all__ = ["VGG", "VGGConfig", "VGG_LAYOUTS"]
@@ -176,53 +177,62 @@ class VGG(ClassifierNet):
         return self.classifier[:-1](x) if pre_logits else self.classifier(x)
 
 
+def _imagenet(filename: str) -> PretrainedSpec:
+    """torchvision's ImageNet-1k weights (224 px RGB, ImageNet mean and std) for one VGG."""
+    return PretrainedSpec(
+        urls={"IMAGENET1K_V1": TORCHVISION_URL + filename},
+        first_conv="features.0",
+        classifier=("classifier.6",),
+    )
+
+
 def _vgg(depth: int, norm_layer: str | None, kwargs: dict[str, Any]) -> VGG:
     return VGG(VGGConfig(**{"depth": depth, "norm_layer": norm_layer, **kwargs}))
 
 
-@register_model
+@register_model(pretrained=_imagenet("vgg11-8a719046.pth"))
 def vgg11(**kwargs: Any) -> VGG:
     """VGG-11 (configuration A), 132,863,336 parameters with 1000 classes."""
     return _vgg(11, None, kwargs)
 
 
-@register_model
+@register_model(pretrained=_imagenet("vgg13-19584684.pth"))
 def vgg13(**kwargs: Any) -> VGG:
     """VGG-13 (configuration B), 133,047,848 parameters with 1000 classes."""
     return _vgg(13, None, kwargs)
 
 
-@register_model
+@register_model(pretrained=_imagenet("vgg16-397923af.pth"))
 def vgg16(**kwargs: Any) -> VGG:
     """VGG-16 (configuration D), 138,357,544 parameters with 1000 classes."""
     return _vgg(16, None, kwargs)
 
 
-@register_model
+@register_model(pretrained=_imagenet("vgg19-dcbb9e9d.pth"))
 def vgg19(**kwargs: Any) -> VGG:
     """VGG-19 (configuration E), 143,667,240 parameters with 1000 classes."""
     return _vgg(19, None, kwargs)
 
 
-@register_model
+@register_model(pretrained=_imagenet("vgg11_bn-6002323d.pth"))
 def vgg11_bn(**kwargs: Any) -> VGG:
     """VGG-11 with batch normalisation after every convolution."""
     return _vgg(11, "batchnorm", kwargs)
 
 
-@register_model
+@register_model(pretrained=_imagenet("vgg13_bn-abd245e5.pth"))
 def vgg13_bn(**kwargs: Any) -> VGG:
     """VGG-13 with batch normalisation after every convolution."""
     return _vgg(13, "batchnorm", kwargs)
 
 
-@register_model
+@register_model(pretrained=_imagenet("vgg16_bn-6c64b313.pth"))
 def vgg16_bn(**kwargs: Any) -> VGG:
     """VGG-16 with batch normalisation, 138,365,992 parameters with 1000 classes."""
     return _vgg(16, "batchnorm", kwargs)
 
 
-@register_model
+@register_model(pretrained=_imagenet("vgg19_bn-c79401a0.pth"))
 def vgg19_bn(**kwargs: Any) -> VGG:
     """VGG-19 with batch normalisation after every convolution."""
     return _vgg(19, "batchnorm", kwargs)

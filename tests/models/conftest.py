@@ -8,6 +8,6 @@ import pytest
 @pytest.fixture(autouse=True)
 def _one_thread(one_thread: None) -> None:
     # These tests run many tiny convolutions, where a second intra-op thread only adds a
-    # barrier per op; with the cores shared by other processes each barrier can wait
-    # milliseconds for a descheduled thread (a 20x slower test file, measured).
+    # barrier per op, and with the cores shared by other processes each barrier can wait
+    # for a descheduled thread.
     return None

@@ -11,8 +11,10 @@ import torch
 import torch.nn as nn
 from torch.testing import assert_close
 
-from dlkit.models import create_model
-from dlkit.models.pretrained import TORCHVISION_WEIGHTS, load_pretrained
+from dlkit.models import create_model, list_models
+from dlkit.models import pretrained as pretrained_module
+from dlkit.models.pretrained import PretrainedSpec, load_pretrained
+from dlkit.models.registry import get_model_info
 
 # A narrow ResNet-18: the same keys as resnet18, a few hundred kB of weights.
 SMALL = {"stem_width": 8, "small_input": True}
@@ -141,7 +143,7 @@ def test_torchvision_offline_error_names_url_and_cache_path(offline):
     with pytest.raises(RuntimeError) as info:
         create_model("resnet18", pretrained="torchvision:IMAGENET1K_V1")
     message = str(info.value)
-    assert TORCHVISION_WEIGHTS["resnet18"]["IMAGENET1K_V1"] in message
+    assert get_model_info("resnet18").pretrained.urls["IMAGENET1K_V1"] in message
     assert str(offline / "checkpoints" / "resnet18-f37072fd.pth") in message
     assert "pretrained=<path>" in message
 
@@ -223,3 +225,64 @@ def test_safetensors_file(source, tmp_path):
     path = tmp_path / "weights.safetensors"
     safetensors_torch.save_file({k: v.contiguous() for k, v in net.state_dict().items()}, str(path))
     assert_same_outputs(small_resnet(num_classes=10, pretrained=str(path)), net)
+
+
+# ----------------------------------------------------------------------------- specs
+
+
+@pytest.mark.parametrize("name", list_models(pretrained=True))
+def test_every_spec_names_the_models_own_modules(name):
+    """First conv, classifiers, optional parts and input transform fit the model they describe."""
+    spec = get_model_info(name).pretrained
+    assert spec.urls and all(url.startswith("https://") for url in spec.urls.values())
+    with torch.device("meta"):
+        net = create_model(name, **spec.input_transform)
+    modules = dict(net.named_modules())
+    assert isinstance(modules[spec.first_conv], nn.Conv2d)
+    assert modules[spec.first_conv].in_channels == spec.in_chans
+    for path in spec.classifier:
+        optional = any(path.startswith(f"{part}.") for part in spec.optional)
+        assert isinstance(modules.get(path), nn.Linear) or (optional and path not in modules), path
+    assert spec.classifier[0] == net.head_path
+    assert net.pretrained_spec is spec
+    for key, value in spec.input_transform.items():
+        assert getattr(net.cfg, key) == value
+
+
+def test_input_transform_applies_to_the_tagged_weights_only(tmp_path):
+    spec = get_model_info("googlenet").pretrained
+    build = pretrained_module.pretrained_build_options
+    assert build(spec, "torchvision:IMAGENET1K_V1", {"transform_input": False}) == {
+        "transform_input": True
+    }
+    assert build(spec, "torchvision:IMAGENET1K_V1", {"in_chans": 1}) == {"in_chans": 1}
+    assert build(spec, str(tmp_path / "weights.pt"), {}) == {}
+    assert build(None, "torchvision:IMAGENET1K_V1", {"x": 1}) == {"x": 1}
+
+
+def test_a_file_named_like_a_tag_is_a_file(source, tmp_path, monkeypatch):
+    net, path = source
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "torchvision:IMAGENET1K_V1").write_bytes(path.read_bytes())
+    loaded = small_resnet(num_classes=10, pretrained="torchvision:IMAGENET1K_V1")
+    assert_same_outputs(loaded, net)
+
+
+def test_load_pretrained_finds_the_spec_on_the_model(offline):
+    torch.manual_seed(0)
+    with_aux = create_model("googlenet", aux_logits=True)
+    net = create_model("googlenet")
+    with pytest.warns(UserWarning, match="built without aux1, aux2"):
+        load_pretrained(net, with_aux.state_dict())
+    assert_close(net.fc.weight, with_aux.fc.weight)
+
+
+def test_spec_describes_its_sources():
+    spec = PretrainedSpec(urls={"A": "https://x/a.pth", "B": "https://x/b.pth"}, first_conv="c")
+    assert spec.sources() == ["torchvision:A", "torchvision:B"]
+    assert spec.classifier == ("fc",) and spec.optional == () and spec.in_chans == 3
+
+
+def test_docstring_examples(docstring_examples):
+    docstring_examples(PretrainedSpec)
+    docstring_examples(pretrained_module.pretrained_build_options)

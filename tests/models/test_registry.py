@@ -4,17 +4,17 @@ from __future__ import annotations
 
 import pytest
 import torch
-import torch.nn as nn
+from torch import nn
 
-from dlkit.models import LeNet5, create_model, is_model, list_models, register_model
-from dlkit.models.registry import UnknownModelError
+from dlkit.models import LeNet5, create_model, is_model, list_models, register_model, registry
+from dlkit.models.registry import MODEL_KINDS, UnknownModelError, get_model_info
 
 
 def test_duplicate_name_raises() -> None:
     with pytest.raises(ValueError, match="already registered"):
 
         @register_model
-        def lenet5(**kwargs):  # noqa: ANN202 - same name as the real builder
+        def lenet5(**kwargs):  # the same name as the real builder
             return nn.Identity()
 
 
@@ -85,3 +85,29 @@ def test_lenet_variants_and_init() -> None:
 def test_lenet_bad_config(kwargs: dict, message: str) -> None:
     with pytest.raises(ValueError, match=message):
         create_model("lenet5", **kwargs)
+
+
+def test_kinds_are_recorded_and_checked() -> None:
+    assert list_models(kind="vector") == ["mlp"] and list_models(kind="sequence") == ["rnn_classifier"]
+    assert {"lenet5", "resnet18", "googlenet"} <= set(list_models(kind="image"))
+    assert all(get_model_info(n).kind in MODEL_KINDS for n in list_models())
+    assert sorted(n for k in MODEL_KINDS for n in list_models(kind=k)) == list_models()
+    with pytest.raises(ValueError, match="kind must be one of"):
+        list_models(kind="images")
+    with pytest.raises(ValueError, match=r"register_model\(kind=...\) must be one of"):
+        register_model(kind="picture")
+
+
+def test_model_info_keeps_builder_and_weights() -> None:
+    info = get_model_info("resnet50")
+    assert info.name == "resnet50" and info.builder.__name__ == "resnet50"
+    assert info.pretrained.sources() == ["torchvision:IMAGENET1K_V1", "torchvision:IMAGENET1K_V2"]
+    assert get_model_info("seresnet50").pretrained is None
+    assert "seresnet50" not in list_models(pretrained=True) and "resnet50" in list_models(pretrained=True)
+    with pytest.raises(UnknownModelError, match="Did you mean: resnet50"):
+        get_model_info("resnet5")
+
+
+@pytest.mark.parametrize("obj", [registry.list_models, registry.is_model, registry.get_model_info, registry.ModelInfo])
+def test_docstring_examples(docstring_examples, obj) -> None:
+    docstring_examples(obj)

@@ -1,6 +1,6 @@
 """Direct comparison with torchvision, run wherever torchvision imports.
 
-dlkit's CPU torch build cannot import torchvision (FACTS.md), so in the project venv
+torchvision does not import beside the CPU torch build dlkit's venv uses, so there
 this file is skipped and the committed fixtures (test_cnn_families.py) stand in for it.
 In a venv with torchvision, e.g. the one ``scripts/make_torchvision_fixtures.py`` uses::
 
@@ -14,12 +14,12 @@ import pytest
 import torch
 from torch.testing import assert_close
 
-from dlkit.models import create_model
-from dlkit.models.pretrained import TORCHVISION_WEIGHTS
+from dlkit.models import create_model, list_models
+from dlkit.models.registry import get_model_info
 
 tv_models = pytest.importorskip("torchvision.models")
 
-NAMES = list(TORCHVISION_WEIGHTS)
+NAMES = list_models(pretrained=True)  # the models with torchvision's weights
 
 
 def torchvision_model(name: str, **kwargs) -> torch.nn.Module:
@@ -110,4 +110,4 @@ def test_weight_urls_are_torchvisions(name):
         for w in tv_models.get_model_weights(name)
         if w.name.startswith("IMAGENET1K_V")
     }
-    assert TORCHVISION_WEIGHTS[name] == theirs
+    assert dict(get_model_info(name).pretrained.urls) == theirs
