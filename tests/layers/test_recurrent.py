@@ -10,12 +10,13 @@ from torch import nn
 from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 
 from dlkit import layers
-from dlkit.layers.recurrent import (
-    _GRUKernel,
-    _LSTMKernel,
-    _RecurrentScan,
-    _RNNKernel,
-    _RNNReluKernel,
+from dlkit.layers import recurrent, recurrent_kernels
+from dlkit.layers.recurrent_kernels import (
+    GRUKernel,
+    LSTMKernel,
+    RecurrentScan,
+    RNNKernel,
+    RNNReluKernel,
 )
 
 T, B, I, H = 5, 3, 4, 6  # small sizes keep the whole file fast
@@ -228,7 +229,7 @@ def test_device_and_dtype_arguments():
 
 
 @pytest.mark.parametrize(
-    "kernel", [_RNNKernel, _RNNReluKernel, _LSTMKernel, _GRUKernel],
+    "kernel", [RNNKernel, RNNReluKernel, LSTMKernel, GRUKernel],
     ids=["rnn_tanh", "rnn_relu", "lstm", "gru"],
 )  # fmt: skip
 @pytest.mark.parametrize("padded", [False, True], ids=["full", "padded"])
@@ -246,11 +247,11 @@ def test_recurrent_scan_gradcheck(kernel, padded):
     sizes, last = None, None
     if padded:  # lengths 4, 2, 1 (sorted, as the layer passes them)
         sizes, last = [3, 2, 1, 1], torch.tensor([3, 1, 0])
-    if kernel is _RNNReluKernel:
+    if kernel is RNNReluKernel:
         b_ih = (b_ih.detach() + 1.0).requires_grad_()  # keep pre-activations off the kink
 
     def fn(x, w_ih, b_ih, w_hh, b_hh, h0, c0):
-        return _RecurrentScan.apply(kernel, x, w_ih, b_ih, w_hh, b_hh, h0, c0, sizes, last)
+        return RecurrentScan.apply(kernel, x, w_ih, b_ih, w_hh, b_hh, h0, c0, sizes, last)
 
     assert torch.autograd.gradcheck(fn, (x, w_ih, b_ih, w_hh, b_hh, h0, c0))
     # Without biases, too.
@@ -471,10 +472,9 @@ def test_bad_cell_input_raises():
 
 @pytest.mark.parametrize("cls", [layers.GRU, layers.LSTM, layers.RNN])
 def test_graphs_are_freed_after_backward(cls) -> None:
-    # Regression: returning the kernel's own output buffer made a reference cycle
-    # (output -> grad_fn -> ctx -> kernel -> output), so each graph lived until a full
-    # garbage collection: training grew by ~13 MB per GRU call. Reference counting alone
-    # must free it.
+    # Returning the kernel's own output buffer would make a reference cycle
+    # (output -> grad_fn -> ctx -> kernel -> output) that keeps each graph alive until a
+    # full garbage collection; reference counting alone must free it.
     import gc
     import weakref
 
@@ -488,3 +488,8 @@ def test_graphs_are_freed_after_backward(cls) -> None:
         assert probe() is None, "the output (and its autograd graph) is kept alive by a cycle"
     finally:
         gc.enable()
+
+
+@pytest.mark.parametrize("module", [recurrent, recurrent_kernels], ids=lambda m: m.__name__)
+def test_docstring_examples(docstring_examples, module):
+    docstring_examples(module)
