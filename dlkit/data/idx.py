@@ -4,7 +4,7 @@ The four files of an IDX data set (train/test images and labels, gzipped or not)
 looked for in a fixed order of folders, optionally downloaded (checksummed, renamed
 into place atomically), and held in memory as uint8: 60,000 28x28 images are 47 MB
 as uint8 against 188 MB as float32, and the conversion to float happens per batch on
-the device (see :class:`dlkit.data.transforms.ImageDataModule`).
+the device (see :class:`dlkit.data.image.ImageDataModule`).
 """
 
 from __future__ import annotations
@@ -28,7 +28,7 @@ import torch
 from torch import Tensor
 
 from dlkit.data.tensor import stratified_split
-from dlkit.data.transforms import ImageDataModule
+from dlkit.data.image import ImageDataModule
 
 __all__ = [
     "FASHION_MNIST",
@@ -190,7 +190,7 @@ FASHION_MNIST = IDXSpec(
     folder="fashion-mnist",
     class_names=("T-shirt/top", "Trouser", "Pullover", "Dress", "Coat",
                  "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot"),
-    # Measured on the 60,000 training images: 0.28604, 0.35302.
+    # Of the 60,000 training images: 0.28604, 0.35302.
     mean=0.2860,
     std=0.3530,
     mirrors=(
@@ -397,7 +397,7 @@ class IDXDataModule(ImageDataModule):
     The validation split is a stratified sample of ``val_size`` training images (a
     pure function of ``seed``); the test split is the official test file. Images stay
     uint8 ``(N, 1, H, W)`` in memory; batches are augmented, converted, resized and
-    normalised on the device (see :class:`~dlkit.data.transforms.ImageDataModule`).
+    normalised on the device (see :class:`~dlkit.data.image.ImageDataModule`).
     Subclasses set ``spec``; :class:`FashionMNISTDataModule` and
     :class:`MNISTDataModule` are the two built in.
 

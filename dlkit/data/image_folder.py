@@ -19,7 +19,8 @@ import torch
 from torch import Tensor
 
 from dlkit.data.tensor import stratified_split
-from dlkit.data.transforms import ImageDataModule, _pair, channel_stats
+from dlkit.data.image import ImageDataModule, channel_stats
+from dlkit.data.transforms import size_pair
 
 __all__ = ["IMAGE_EXTENSIONS", "ImageFolderDataModule", "find_images", "load_images"]
 
@@ -120,7 +121,7 @@ def load_images(paths: Sequence[Path], image_size: int | Sequence[int], in_chans
 
     if in_chans not in _MODES:
         raise ValueError(f"in_chans must be 1 (grey) or 3 (RGB), got {in_chans}.")
-    h, w = _pair(image_size, "image_size")
+    h, w = size_pair(image_size, "image_size")
     mode = _MODES[in_chans]
     out = np.empty((len(paths), h, w, in_chans), dtype=np.uint8)  # (N, H, W, C): Pillow's layout
     for i, path in enumerate(paths):
@@ -221,7 +222,7 @@ class ImageFolderDataModule(ImageDataModule):
                 f"got {val_fraction} and {test_fraction}."
             )
         try:
-            self.image_size = _pair(image_size, "data.image_size")
+            self.image_size = size_pair(image_size, "data.image_size")
         except (TypeError, ValueError) as err:
             raise ValueError(
                 f"data.image_size must be a positive side length or [height, width]: {err}"

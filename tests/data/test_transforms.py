@@ -6,6 +6,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from dlkit.data.image import channel_stats
 from dlkit.data.transforms import (
     Compose,
     Normalize,
@@ -14,7 +15,6 @@ from dlkit.data.transforms import (
     Resize,
     ToFloat,
     build_transforms,
-    channel_stats,
 )
 
 
