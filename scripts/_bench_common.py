@@ -1,18 +1,46 @@
-"""What the training benchmarks share: compose an experiment as ``dlkit-train`` would, and
-train it with a console callback in place of the progress bar.
+"""What the benchmarks share: the machine line every table carries, composing an experiment
+as ``dlkit-train`` would, and training it with a console callback in place of the progress bar.
 
-``scripts/bench_cnn.py`` and ``scripts/bench_seq2seq.py`` import it (run as scripts, their
-folder is on ``sys.path``); each keeps its own callback, record and table.
+The ``scripts/bench_*.py`` scripts import it (run as scripts, their folder is on
+``sys.path``); each keeps its own callback, record and table.
 """
 
 from __future__ import annotations
 
+import os
+import platform
 import time
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 REPO = Path(__file__).resolve().parents[1]
+
+# Instruction-set extensions that change which kernels torch runs, widest first.
+_ISA_FLAGS = ("avx512f", "avx512_bf16", "avx512_vnni", "amx_bf16", "amx_tile", "avx2", "fma")
+
+
+def cpu_description() -> str:
+    """The CPU a figure was measured on: model, family/model numbers, cores and the ISA
+    extensions that matter to torch's kernels (read from ``/proc/cpuinfo`` on Linux).
+
+    Speed ratios change with the CPU, so every benchmark prints this line with its table.
+
+    Example:
+        >>> cpu_description()  # doctest: +SKIP
+        'AMD EPYC (family 25, model 17), 2 cores; ISA: avx512f avx512_bf16 avx512_vnni avx2 fma'
+    """
+    info: dict[str, str] = {}
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            key, _, value = line.partition(":")
+            info.setdefault(key.strip(), value.strip())
+    except OSError:
+        return f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores"
+    flags = set(info.get("flags", "").split())
+    isa = " ".join(f for f in _ISA_FLAGS if f in flags) or "none of " + "/".join(_ISA_FLAGS)
+    model = info.get("model name", platform.machine())
+    return f"{model} (family {info.get('cpu family', '?')}, model {info.get('model', '?')}), {os.cpu_count()} cores; ISA: {isa}"
 
 
 def compose_quiet(

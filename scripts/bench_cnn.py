@@ -16,7 +16,7 @@ Examples::
     # Throughput only: one epoch of 50 batches, projected to a full epoch.
     .venv/bin/python scripts/bench_cnn.py --epochs 1 +trainer.limit_train_batches=50 \\
         +trainer.limit_val_batches=5 +trainer.limit_test_batches=5
-    # bf16 autocast: faster only on CPUs with AMX / AVX512-BF16 (emulated, 25x slower, on AVX2).
+    # bf16 autocast: pays off only on CPUs with AVX512-BF16 or AMX (elsewhere it is emulated).
     .venv/bin/python scripts/bench_cnn.py trainer.precision=bf16-mixed
 """
 
@@ -32,7 +32,7 @@ from pathlib import Path
 from typing import Any
 
 import lightning as L
-from _bench_common import REPO, compose_quiet, target, timed_train
+from _bench_common import REPO, compose_quiet, cpu_description, target, timed_train
 
 
 class BatchTimer(L.Callback):
@@ -128,6 +128,7 @@ def run(experiment: str, overrides: list[str], output_dir: Path, warmup: int = 3
         "batch_size": cfg.data.batch_size,
         "precision": str(cfg.trainer.precision),
         "threads": _threads(),
+        "cpu": cpu_description(),
         "wall_time_s": round(wall, 1),
         "train_images_per_s": round(timer.images_per_second, 1),
         "epoch_times_s": [round(t, 1) for t in timer.epoch_seconds],
@@ -151,6 +152,7 @@ def markdown(record: dict[str, Any]) -> str:
     acc_text = f"{100 * acc:.2f} %" if acc is not None else "n/a"
     extra = " ".join(o for o in record["overrides"] if not o.startswith("trainer.max_epochs"))
     return "\n".join([
+        f"Measured on {record['cpu']}",
         "| experiment | epochs | precision | threads | test acc | wall time | train img/s | full epoch (proj.) | overrides |",
         "|---|---|---|---|---|---|---|---|---|",
         f"| {record['experiment']} | {record['epochs']} | {record['precision']} | {record['threads']} | {acc_text} "

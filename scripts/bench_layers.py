@@ -32,6 +32,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor, nn
 
+from _bench_common import cpu_description
 from dlkit import layers
 
 
@@ -262,6 +263,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.error(f"no case matches {args.only}; cases: {[c.name for c in CASES]}")
 
     onednn = "off" if args.no_mkldnn else "on"
+    print(cpu_description())
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, oneDNN {onednn}, "
           f"{repeats} repeats, {args.stat}\n")  # fmt: skip
     results = []

@@ -33,6 +33,7 @@ import torch
 import torch.nn.functional as F
 from torch.utils.data import DataLoader, TensorDataset
 
+from _bench_common import cpu_description
 from dlkit import Classifier, create_model
 from dlkit.data import DigitsDataModule
 
@@ -130,6 +131,7 @@ def main() -> None:
     n = len(dm.splits["train"][0])
     steps = -(-n // args.batch_size)
     dlk = times["dlkit"]
+    print(cpu_description())
     print(f"LeNet-5 on digits 32x32: {n} training images, batch {args.batch_size}, {steps} steps/epoch, "
           f"{args.threads} threads, {len(dlk)} interleaved epochs each")
     print("| loop | median epoch (s) | ms/step | fastest epoch (s) | dlkit / this loop (median of per-epoch ratios) |")

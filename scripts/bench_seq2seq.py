@@ -30,7 +30,7 @@ from pathlib import Path
 from typing import Any
 
 import lightning as L
-from _bench_common import REPO, compose_quiet, target, timed_train
+from _bench_common import REPO, compose_quiet, cpu_description, target, timed_train
 
 EXPERIMENTS = [
     "seq2seq_rnn_dates",
@@ -91,7 +91,8 @@ def run(experiment: str, overrides: list[str], output_dir: Path) -> dict[str, An
     cfg = compose_quiet(
         experiment, overrides, output_dir, {"epoch_printer": printer_spec}, drop=("model_summary",)
     )
-    print(f"{experiment}: {cfg.model.name}, {cfg.trainer.max_epochs} epochs, {torch.get_num_threads()} threads",
+    print(f"{experiment}: {cfg.model.name}, {cfg.trainer.max_epochs} epochs, {torch.get_num_threads()} threads; "
+          f"{cpu_description()}",
           flush=True)
     metrics, objects, wall = timed_train(cfg)
     curve = next(c for c in objects["trainer"].callbacks if isinstance(c, EpochPrinter)).curve

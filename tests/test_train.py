@@ -12,9 +12,10 @@ from pathlib import Path
 import pytest
 from hydra.errors import MissingConfigException
 
+from dlkit.config import ConfigError, group_options
+from dlkit.data.idx import FASHION_MNIST, find_idx_files
 from dlkit.eval import evaluate
 from dlkit.train import train
-from dlkit.config import ConfigError
 from tests.conftest import FAST
 
 REPO = Path(__file__).resolve().parents[1]
@@ -28,6 +29,24 @@ def test_fast_dev_run_of_the_default_experiment(compose_train, tmp_path: Path) -
     assert {"train/loss", "test/loss", "test/acc"} <= metrics.keys()
     saved = json.loads((tmp_path / "run" / "metrics.json").read_text())
     assert saved["test/acc"] == pytest.approx(metrics["test/acc"]) and saved["wall_time_s"] > 0
+
+
+def _have_fashion_mnist() -> bool:
+    try:
+        find_idx_files(FASHION_MNIST, None)
+    except FileNotFoundError:
+        return False
+    return True
+
+
+@pytest.mark.parametrize("experiment", group_options("experiment"))
+def test_every_experiment_fast_dev_runs(experiment: str, compose_train) -> None:
+    cfg = compose_train(f"experiment={experiment}", "debug=fdr")
+    if "FashionMNIST" in cfg.data._target_ and not _have_fashion_mnist():
+        pytest.skip("Fashion-MNIST not installed (apt-get install dataset-fashion-mnist)")
+    metrics, objects = train(cfg)
+    assert objects["trainer"].fast_dev_run
+    assert "train/loss" in metrics and "test/loss" in metrics
 
 
 def test_null_model_keys_are_filled_from_the_data(compose_train) -> None:
