@@ -74,6 +74,16 @@ class AlexNet(ClassifierNet):
 
     head_path = "classifier.6"
     min_input_size = 63
+    group_layout = {
+        "conv1": ("features.0",),
+        "conv2": ("features.3",),
+        "conv3": ("features.6",),
+        "conv4": ("features.8",),
+        "conv5": ("features.10",),
+        "fc6": ("classifier.1",),
+        "fc7": ("classifier.4",),
+        "head": ("classifier.6",),
+    }
 
     def __init__(self, cfg: AlexNetConfig | None = None, **overrides: Any) -> None:
         super().__init__()

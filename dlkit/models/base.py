@@ -6,18 +6,21 @@ import torch.nn as nn
 from torch import Tensor
 
 from dlkit.layers.init import init_weights
+from dlkit.models.freezing import Freezable
 
 __all__ = ["ClassifierNet"]
 
 
-class ClassifierNet(nn.Module):
+class ClassifierNet(Freezable):
     """Base class of dlkit's classification networks.
 
     A subclass builds its layers, names its final ``nn.Linear`` in ``head_path``
     (a dotted attribute path such as ``"fc"`` or ``"classifier.6"``, so
     torchvision-style Sequential indices keep working) and implements
     :meth:`forward_features` and :meth:`forward_head`. The base class adds input
-    checks, :meth:`get_classifier`, :meth:`reset_classifier` and the ``init`` scheme.
+    checks, :meth:`get_classifier`, :meth:`reset_classifier` and the ``init`` scheme;
+    :class:`~dlkit.models.freezing.Freezable` adds the layer groups (the family's
+    ``group_layout``) and ``freeze`` / ``unfreeze`` / ``freeze_to``.
 
     Attributes:
         num_classes: Outputs of the head (0 means no head: ``forward`` returns features).

@@ -30,6 +30,8 @@ import torch
 import torch.nn as nn
 from torch import Tensor
 
+from dlkit.models.freezing import Freezable
+
 __all__ = [
     "AttentionDecoder",
     "Decoder",
@@ -125,8 +127,11 @@ def select_rows(state: Any, index: Tensor) -> Any:
     return state
 
 
-class EncoderDecoder(nn.Module):
+class EncoderDecoder(Freezable):
     """An encoder and a decoder, with the entry points training and decoding need.
+
+    Layer groups (:class:`~dlkit.models.freezing.Freezable`): the family's
+    ``group_layout``, by default ``encoder`` and ``decoder``.
 
     Args:
         encoder: An :class:`Encoder`.

@@ -142,6 +142,14 @@ class GoogLeNet(ClassifierNet):
 
     head_path = "fc"
     min_input_size = 15
+    group_layout = {
+        "stem": ("conv1", "maxpool1", "conv2", "conv3", "maxpool2"),
+        "inception3": ("inception3a", "inception3b", "maxpool3"),
+        "inception4": tuple(f"inception4{c}" for c in "abcde") + ("maxpool4",),
+        "inception5": ("inception5a", "inception5b"),
+        "aux": ("aux1", "aux2"),  # only with aux_logits
+        "head": ("fc",),
+    }
     aux_loss_weight: float = 0.3
     """Weight of each auxiliary classifier's loss in the paper's training objective."""
 

@@ -61,6 +61,13 @@ class LeNet5(ClassifierNet):
     """
 
     head_path = "head.fc3"
+    group_layout = {
+        "conv1": ("features.0",),
+        "conv2": ("features.3",),
+        "fc1": ("head.fc1",),
+        "fc2": ("head.fc2",),
+        "head": ("head.fc3",),
+    }
 
     def __init__(self, cfg: LeNetConfig | None = None, **overrides: Any) -> None:
         super().__init__()

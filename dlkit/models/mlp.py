@@ -83,6 +83,12 @@ class MLP(ClassifierNet):
                 layers.append(Dropout(cfg.drop_rate))
             width = hidden
         self.features = nn.Sequential(*layers)
+        # Layer groups: each hidden layer (its Linear up to the next one), then the head.
+        hidden: dict[str, list[str]] = {}
+        for i, m in enumerate(self.features):
+            hidden_index = len(hidden) + isinstance(m, nn.Linear)
+            hidden.setdefault(f"hidden{hidden_index}", []).append(f"features.{i}")
+        self.group_layout = {**hidden, "head": ("head",)}
         self.num_features = width
         self._head_in_features = width
         self.head: nn.Module = nn.Linear(width, cfg.num_classes) if cfg.num_classes > 0 else nn.Identity()

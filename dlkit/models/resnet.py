@@ -235,6 +235,14 @@ class ResNet(ClassifierNet):
     """
 
     head_path = "fc"
+    group_layout = {
+        "stem": ("conv1", "bn1"),
+        "layer1": ("layer1",),
+        "layer2": ("layer2",),
+        "layer3": ("layer3",),
+        "layer4": ("layer4",),
+        "head": ("fc",),
+    }
 
     def __init__(
         self,

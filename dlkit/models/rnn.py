@@ -82,6 +82,7 @@ class RNNClassifier(ClassifierNet):
     """
 
     head_path = "fc"
+    group_layout = {"rnn": ("rnn",), "head": ("fc",)}
 
     def __init__(self, cfg: RNNClassifierConfig | None = None, **overrides: Any) -> None:
         super().__init__()

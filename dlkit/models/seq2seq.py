@@ -398,6 +398,14 @@ class RNNSeq2Seq(EncoderDecoder):
         torch.Size([2, 4, 14])
     """
 
+    group_layout = {
+        "embeddings": ("encoder.embedding", "decoder.embedding"),
+        "encoder": ("encoder.rnn",),
+        "decoder": ("decoder.rnn",),
+        "attention": ("decoder.attention", "decoder.W_c"),  # Bahdanau and Luong only
+        "output": ("decoder.fc",),
+    }
+
     def __init__(
         self,
         cfg: Seq2SeqConfig | None = None,

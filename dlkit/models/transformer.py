@@ -277,6 +277,13 @@ class TransformerSeq2Seq(EncoderDecoder):
     """
 
     supports_free_running = False
+    # With share_embeddings the output layer's weight is the embedding's, kept in "embeddings".
+    group_layout = {
+        "embeddings": ("encoder.embedding", "decoder.embedding"),
+        "encoder": ("encoder.layers",),
+        "decoder": ("decoder.layers",),
+        "output": ("decoder.fc",),
+    }
 
     def __init__(self, cfg: TransformerSeq2SeqConfig | None = None, **overrides: Any) -> None:
         cfg = TransformerSeq2SeqConfig(**{**(vars(cfg) if cfg else {}), **overrides})

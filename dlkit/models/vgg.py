@@ -115,6 +115,14 @@ class VGG(ClassifierNet):
             layout = layout[:-1]
         self.min_input_size = 2 ** layout.count("M")
         self.features = self._make_features(layout, cfg)
+        # Layer groups: the convolutions up to each max-pool form a block, then fc6, fc7, head.
+        blocks: dict[str, list[str]] = {}
+        block = 1
+        for i, m in enumerate(self.features):
+            blocks.setdefault(f"block{block}", []).append(f"features.{i}")
+            block += isinstance(m, nn.MaxPool2d)
+        fc = {"fc6": ("classifier.0",), "fc7": ("classifier.3",), "head": ("classifier.6",)}
+        self.group_layout = {**blocks, **fc}
         width = next(v for v in reversed(layout) if v != "M")
         self.num_features = int(width)
         pooled = 1 if cfg.small_input else 7

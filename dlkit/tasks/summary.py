@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import torch
@@ -21,7 +21,12 @@ class ModelSummary:
         rows: ``(layer name, layer type, output shape or "?", parameter count)`` per layer.
         total_params: ``sum(p.numel())`` over all parameters.
         trainable_params: The part with ``requires_grad=True``.
-        non_trainable_params: The part with ``requires_grad=False`` (frozen layers).
+        non_trainable_params: The part with ``requires_grad=False`` (frozen layers; a
+            frozen BatchNorm's scale and shift, while its running statistics are buffers
+            and counted nowhere).
+        trainable: Per row, whether the layer's own parameters train: ``"Y"``, ``"N"``,
+            ``"partial"``, or ``"-"`` for a layer without parameters (Keras'
+            ``show_trainable`` column). Empty: no column.
     """
 
     title: str
@@ -29,17 +34,26 @@ class ModelSummary:
     total_params: int
     trainable_params: int
     non_trainable_params: int
+    trainable: list[str] = field(default_factory=list)
 
     def __str__(self) -> str:
-        header = ("Layer (type)", "Output Shape", "Param #")
+        header = ("Layer (type)", "Output Shape", "Param #", "Trainable")
         cells = [(f"{name} ({kind})", shape, f"{n:,}") for name, kind, shape, n in self.rows]
-        w = [max(len(r[i]) for r in [header, *cells]) + 2 for i in range(3)]
+        if len(self.trainable) == len(cells) and cells:
+            cells = [(*c, t) for c, t in zip(cells, self.trainable)]
+        else:
+            header = header[:3]
+        k = len(header)
+        w = [max(len(r[i]) for r in [header, *cells]) + 2 for i in range(k)]
         width = sum(w)
-        lines = [f'Model: "{self.title}"', "=" * width]
-        lines.append(header[0].ljust(w[0]) + header[1].ljust(w[1]) + header[2].rjust(w[2]))
-        lines.append("=" * width)
-        for r in cells:
-            lines.append(r[0].ljust(w[0]) + r[1].ljust(w[1]) + r[2].rjust(w[2]))
+
+        def line(r: tuple[str, ...]) -> str:
+            # Name and shape left-aligned, the count right-aligned, the flag centred after it.
+            text = r[0].ljust(w[0]) + r[1].ljust(w[1]) + r[2].rjust(w[2])
+            return (text + (r[3].center(w[3]) if k == 4 else "")).rstrip()
+
+        lines = [f'Model: "{self.title}"', "=" * width, line(header), "=" * width]
+        lines += [line(r) for r in cells]
         lines.append("=" * width)
         lines.append(f"Total params: {self.total_params:,}")
         lines.append(f"Trainable params: {self.trainable_params:,}")
@@ -100,7 +114,15 @@ def summarize(net: nn.Module, example_input: Any = None, title: str | None = Non
         (name, type(m).__name__, shapes.get(name, "?"), sum(p.numel() for p in m.parameters(recurse=False)))
         for name, m in layers
     ]
+    flags = [_trainable_flag(list(m.parameters(recurse=False))) for _, m in layers]
     params = list(net.parameters())
     trainable = sum(p.numel() for p in params if p.requires_grad)
     total = sum(p.numel() for p in params)
-    return ModelSummary(title or type(net).__name__, rows, total, trainable, total - trainable)
+    return ModelSummary(title or type(net).__name__, rows, total, trainable, total - trainable, flags)
+
+
+def _trainable_flag(params: list[nn.Parameter]) -> str:
+    if not params:
+        return "-"
+    trains = [p.requires_grad for p in params]
+    return "Y" if all(trains) else "N" if not any(trains) else "partial"
