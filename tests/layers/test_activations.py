@@ -15,6 +15,7 @@ PAIRS = {
     "sigmoid": (L.Sigmoid, nn.Sigmoid),
     "tanh": (L.Tanh, nn.Tanh),
     "relu": (L.ReLU, nn.ReLU),
+    "relu6": (L.ReLU6, nn.ReLU6),
     "leaky_relu": (L.LeakyReLU, nn.LeakyReLU),
     "leaky_relu_0.2": (
         functools.partial(L.LeakyReLU, 0.2),
@@ -85,7 +86,7 @@ def test_softmax_implicit_dim_warns_like_torch():
     torch.testing.assert_close(y, torch.softmax(x, 0))
 
 
-@pytest.mark.parametrize("cls", [L.ReLU, L.LeakyReLU, L.ELU, L.SiLU])
+@pytest.mark.parametrize("cls", [L.ReLU, L.ReLU6, L.LeakyReLU, L.ELU, L.SiLU])
 def test_inplace_overwrites_input_and_keeps_gradients(cls):
     ref_leaf = torch.randn(10, requires_grad=True)
     leaf = ref_leaf.detach().clone().requires_grad_(True)
@@ -99,6 +100,18 @@ def test_inplace_overwrites_input_and_keeps_gradients(cls):
     with torch.no_grad():
         z = torch.randn(10)
         assert cls(inplace=True)(z) is z
+
+
+def test_relu6_kinks_and_nan_match_torch():
+    # The gradient is 0 at both kinks (0 and 6) and NaN passes through, as in hardtanh.
+    values = [float("nan"), -1.0, 0.0, 3.0, 6.0, 7.0]
+    ours = torch.tensor(values, requires_grad=True)
+    theirs = torch.tensor(values, requires_grad=True)
+    y_ours, y_theirs = L.ReLU6()(ours), nn.ReLU6()(theirs)
+    torch.testing.assert_close(y_ours, y_theirs, equal_nan=True)
+    y_ours.sum().backward()
+    y_theirs.sum().backward()
+    torch.testing.assert_close(ours.grad, theirs.grad)
 
 
 def test_prelu_wrong_channels():
