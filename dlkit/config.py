@@ -11,6 +11,10 @@ once; Hydra's instantiation machinery is imported when first used.
 
 from __future__ import annotations
 
+import importlib
+import inspect
+import os
+import re
 from collections.abc import Sequence
 from importlib.resources import files
 from pathlib import Path
@@ -19,16 +23,18 @@ from typing import Any
 from omegaconf import DictConfig, OmegaConf
 
 __all__ = [
+    "ALLOWED_TARGETS_ENV",
     "CONF_DIR",
     "ConfigError",
+    "check_targets",
     "compose_config",
     "fill_model_from_data",
     "group_options",
     "instantiate_dict",
     "instantiate_node",
     "instantiate_option",
+    "instantiate_stored",
     "load_option",
-    "validate_config",
 ]
 
 class ConfigError(ValueError):
@@ -46,22 +52,41 @@ def group_options(group: str) -> list[str]:
 
 
 def load_option(group: str, name: str) -> DictConfig:
-    """Load ``conf/<group>/<name>.yaml``.
+    """Load ``conf/<group>/<name>.yaml``, an option of one of dlkit's config groups.
+
+    Only plain option names resolve: a name is looked up among the group's files, never
+    joined into a path, so a name stored in a checkpoint's hyper-parameters
+    (``"../../evil"``, ``"/tmp/x"``, ``"~/x.yaml"``) cannot load a YAML from elsewhere.
+
+    Args:
+        group: A config group (``"optimizer"``, ``"loss"``, ``"scheduler"``...).
+        name: An option of that group (``"adam"``).
 
     Raises:
-        ValueError: For an unknown name; the message lists the allowed ones.
+        ConfigError: (a ``ValueError``) For an unknown group or name; the message lists
+            the allowed ones.
 
     Example:
         >>> load_option("optimizer", "adam")._target_
         'torch.optim.Adam'
     """
-    path = CONF_DIR / group / f"{name}.yaml"
-    if not path.is_file():
-        raise ValueError(
-            f"Unknown {group} {name!r}. Allowed values: {', '.join(group_options(group))} "
-            f"(files in {CONF_DIR / group})."
+    groups = sorted(p.name for p in CONF_DIR.iterdir() if p.is_dir() and not p.name.startswith(("_", ".")))
+    if group not in groups:
+        raise ConfigError(f"Unknown config group {group!r}. Groups: {', '.join(groups)}.")
+    options = group_options(group)
+    if not isinstance(name, str) or name not in options:
+        pathlike = isinstance(name, str) and (not name or any(c in name for c in "/\\~."))
+        hint = (
+            " Option names are the plain names of the files in conf/" + group + ", not paths; for "
+            "your own settings pass a factory (e.g. functools.partial(torch.optim.SGD, lr=0.1)) "
+            "or, with dlkit-train, add a config folder with --config-dir."
+            if pathlike else ""
         )
-    cfg = OmegaConf.load(path)
+        raise ConfigError(
+            f"Unknown {group} {name!r}. Allowed values: {', '.join(options)} "
+            f"(files in {CONF_DIR / group}).{hint}"
+        )
+    cfg = OmegaConf.load(CONF_DIR / group / f"{name}.yaml")
     assert isinstance(cfg, DictConfig)
     return cfg
 
@@ -131,38 +156,6 @@ def compose_config(
         cfg.paths.output_dir = str(output_dir)
     HydraConfig.instance().set_config(cfg)
     return cfg
-
-
-def _positive(cfg: DictConfig, key: str, allow: tuple[Any, ...] = ()) -> None:
-    value = OmegaConf.select(cfg, key, default=None)
-    if value is None or value in allow:
-        return
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not value > 0:
-        extra = f" (or {', '.join(map(str, allow))})" if allow else ""
-        raise ConfigError(f"{key} must be a number > 0{extra}, got {value!r}.")
-
-
-def validate_config(cfg: DictConfig) -> None:
-    """Check the values a run cannot start without, before anything heavy is built.
-
-    Args:
-        cfg: A composed ``train.yaml`` config.
-
-    Raises:
-        ConfigError: Naming the key, the bad value and what is allowed.
-
-    Example:
-        >>> validate_config(compose_config("train", ["optimizer.lr=-1"]))
-        Traceback (most recent call last):
-        ConfigError: optimizer.lr must be a number > 0, got -1.
-    """
-    _positive(cfg, "trainer.max_epochs", allow=(-1,))
-    _positive(cfg, "data.batch_size")
-    _positive(cfg, "optimizer.lr")
-    for key in ("train", "test"):
-        value = cfg.get(key)
-        if value is not None and not isinstance(value, bool):
-            raise ConfigError(f"{key} must be true or false, got {value!r}.")
 
 
 def instantiate_node(node: Any, key: str, **kwargs: Any) -> Any:
@@ -244,3 +237,233 @@ def fill_model_from_data(cfg: DictConfig, datamodule: Any) -> dict[str, Any]:
     for key, value in filled.items():
         model[key] = value
     return filled
+
+
+# ------------------------------------------------------------ configs stored in files
+# A config read back from a checkpoint is data from whoever wrote the file: Hydra would
+# import and call any `_target_` in it. Only public classes and functions of these
+# namespaces may be built from one. It is an allow-list of what conf/ and dlkit-train's
+# checkpoints use, not the whole `dlkit.`/`torch.`/`lightning.` trees, because those
+# trees hold callables that read or write files by path (torch.load, torch.save,
+# dlkit.checkpoint.atomic_torch_save, the IDX downloader...). Each entry: the namespace,
+# the package the target must be defined in, and whether it must be one of the
+# namespace's exported names (dlkit's subpackages export exactly their public API).
+ALLOWED_TARGETS_ENV = "DLKIT_ALLOWED_TARGETS"
+_NAMESPACES: tuple[tuple[str, str, bool], ...] = (
+    ("dlkit.models", "dlkit.models", True),
+    ("dlkit.layers", "dlkit.layers", True),
+    ("dlkit.losses", "dlkit.losses", True),
+    ("dlkit.schedulers", "dlkit.schedulers", True),
+    ("dlkit.data", "dlkit.data", True),
+    ("dlkit.callbacks", "dlkit.callbacks", True),
+    ("dlkit.tasks", "dlkit.tasks", True),
+    ("torch.nn", "torch.nn", False),
+    ("torch.optim", "torch.optim", False),
+    ("lightning.pytorch.callbacks", "lightning", False),
+    ("lightning.pytorch.loggers", "lightning", False),
+    ("lightning.pytorch.profilers", "lightning", False),
+    ("lightning.pytorch.strategies", "lightning", False),
+    ("lightning.pytorch.plugins", "lightning", False),
+    ("lightning.pytorch.accelerators", "lightning", False),
+)
+# Exact names that are safe although their module is not: the checkpoint plugin every
+# trainer config installs, and the Trainer (in each stored config's trainer node).
+_EXACT_TARGETS = frozenset(
+    {"dlkit.checkpoint.AtomicCheckpointIO", "lightning.Trainer", "lightning.pytorch.Trainer"}
+)
+# Never built from a file, whatever DLKIT_ALLOWED_TARGETS says: modules (and what they
+# define) that run code, import, unpickle, touch files or processes, or instantiate
+# further configs; matched against the dotted path and the target's defining module.
+_NEVER = frozenset({
+    "builtins", "os", "posix", "nt", "sys", "subprocess", "pathlib", "pickle", "_pickle",
+    "importlib", "shutil", "io", "_io", "runpy", "code", "codeop", "ctypes", "marshal",
+    "shelve", "socket", "tempfile", "glob", "multiprocessing", "threading", "signal",
+    "webbrowser", "urllib", "http", "pty", "inspect", "types", "operator", "functools",
+    "hydra", "omegaconf", "yaml", "dill", "cloudpickle", "joblib", "fsspec", "logging",
+    "numpy.load", "numpy.lib.npyio",
+    "torch.load", "torch.save", "torch.compile", "torch.from_file", "torch.serialization",
+    "torch.hub", "torch.package", "torch.jit", "torch.fx", "torch.export", "torch.onnx",
+    "torch.utils.cpp_extension", "torch.utils.model_zoo", "torch.distributed",
+    "torch.multiprocessing", "torch.library", "torch.ops", "torch.compiler",
+    "lightning.pytorch.cli", "lightning.pytorch.core.saving", "lightning.fabric.utilities.cloud_io",
+    "dlkit.config", "dlkit.checkpoint", "dlkit.run_output", "dlkit.train", "dlkit.eval",
+    "dlkit.models.pretrained", "dlkit.models.registry.register_model", "dlkit.data.idx.download_idx_files",
+})
+# The values a stored config may give Hydra's switches: `_recursive_: false` or another
+# `_convert_` would hand unbuilt configs (attribute-readable DictConfigs) to a callable.
+_HYDRA_VALUES = {"_partial_": (True, False), "_convert_": ("all",), "_recursive_": (True,)}
+
+
+def _under(name: str, prefix: str) -> bool:
+    return name == prefix or name.startswith(prefix + ".")
+
+
+def _never(name: str) -> str | None:
+    return next((p for p in _NEVER if _under(name, p)), None)
+
+
+def _namespaces(extra: Sequence[str] | None) -> list[tuple[str, str, bool]]:
+    """The built-in namespaces plus the user's (``extra``, else ``DLKIT_ALLOWED_TARGETS``)."""
+    if extra is None:
+        extra = [s.strip() for s in os.environ.get(ALLOWED_TARGETS_ENV, "").split(",") if s.strip()]
+    user = []
+    for entry in extra:
+        if not re.fullmatch(r"[A-Za-z]\w*(\.[A-Za-z]\w*)*", entry):
+            raise ConfigError(f"{ALLOWED_TARGETS_ENV} entry {entry!r} is not a dotted name of public modules "
+                              "(e.g. mypkg or mypkg.models).")
+        if blocked := _never(entry):
+            raise ConfigError(f"{ALLOWED_TARGETS_ENV} entry {entry!r} cannot be allowed: {blocked} is never "
+                              "built from a stored config (it can run code, unpickle or touch files).")
+        # A user's entry vouches for its top-level package: a target under it must be
+        # defined there, so `mypkg.util.system` (imported from os) stays refused.
+        user.append((entry, entry.split(".")[0], False))
+    return [*_NAMESPACES, *user]
+
+
+class _Refused(Exception):
+    """Why a ``_target_`` may not be built (the message ends a ConfigError)."""
+
+
+def _walk(path: str) -> Any:
+    """The object Hydra would locate at ``path``, entering genuine submodules only.
+
+    An attribute chain such as ``dlkit.models.pretrained.os.system`` reaches ``os``
+    through an attribute of a dlkit module; it is refused, not followed.
+    """
+    parts = path.split(".")
+    try:
+        obj: Any = importlib.import_module(parts[0])
+        for i, part in enumerate(parts[1:], start=1):
+            name = ".".join(parts[: i + 1])
+            if not inspect.ismodule(obj):
+                raise _Refused(f"{'.'.join(parts[:i])} is not a module; only module-level classes and "
+                               "functions are built")
+            child = getattr(obj, part, None)
+            child = importlib.import_module(name) if child is None else child
+            if inspect.ismodule(child) and child.__name__ != name:
+                raise _Refused(f"{name} is the module {child.__name__}, reached through an attribute of "
+                               f"{obj.__name__}")
+            obj = child
+    except ImportError as err:
+        raise _Refused(f"it does not exist ({err})") from None
+    return obj
+
+
+def _resolve_target(path: str, namespaces: list[tuple[str, str, bool]]) -> Any:
+    """The class or function ``path`` names, if a stored config may build it; else :class:`_Refused`."""
+    if not re.fullmatch(r"[A-Za-z]\w*(\.[A-Za-z]\w*)+", path):
+        raise _Refused("only dotted paths of public names are built (no private `_names`, no spaces)")
+    if path in _EXACT_TARGETS:
+        return _walk(path)
+    if blocked := _never(path):
+        raise _Refused(
+            f"{blocked} is never built from a stored config (it can run code, unpickle or touch files)"
+        )
+    matches = [n for n in namespaces if _under(path, n[0])]
+    if not matches:
+        raise _Refused("it is outside the namespaces a stored config may use")
+    namespace, home, exported = max(matches, key=lambda n: len(n[0]))
+    obj = _walk(path)
+    if not (inspect.isclass(obj) or inspect.isfunction(obj) or inspect.isbuiltin(obj)):
+        raise _Refused("it is not a class or a function")
+    module = getattr(obj, "__module__", None) or "an unknown module"
+    if blocked := _never(f"{module}.{getattr(obj, '__qualname__', '')}"):
+        raise _Refused(f"it is defined in {module}; {blocked} is never built from a stored config")
+    if not _under(module, home):
+        raise _Refused(f"it is defined in {module}, outside {home}")
+    if exported:
+        package = importlib.import_module(namespace)
+        names = getattr(package, "__all__", None) or [n for n in vars(package) if not n.startswith("_")]
+        if not any(getattr(package, n, None) is obj for n in names):
+            raise _Refused(f"it is not part of {namespace}'s public API")
+    return obj
+
+
+def check_targets(node: Any, where: str, allowed: Sequence[str] | None = None) -> None:
+    """Refuse a config from a file (a checkpoint) that would build anything unsafe.
+
+    Configs a user composes are theirs to trust; a config stored in a checkpoint is
+    data from whoever wrote the file, and Hydra's ``instantiate`` imports and calls any
+    ``_target_`` it names. Every ``_target_`` in ``node`` (nested in mappings, lists,
+    ``_args_`` or argument values, built or ``_partial_``) must be a public class or
+    function of dlkit's subpackages (``dlkit.models``, ``dlkit.data``, ``dlkit.tasks``...),
+    ``torch.nn``, ``torch.optim``, or Lightning's ``Trainer``, callbacks, loggers,
+    profilers, strategies and plugins, reached through genuine submodules and defined
+    there, plus what ``allowed`` (or ``DLKIT_ALLOWED_TARGETS``) adds. Nothing from
+    ``builtins``, ``os``, ``subprocess``, ``pathlib``, ``pickle``, ``importlib``,
+    ``shutil``, ``sys``, ``io``, ``hydra``, nor ``torch.load``/``save``/``hub``/``jit``...
+    is ever allowed. Interpolations (``${...}``) are refused too: dlkit-train stores
+    configs resolved, and a resolver such as ``oc.decode`` could produce new targets.
+
+    Args:
+        node: A DictConfig, ListConfig or plain containers.
+        where: What the config is, for the message (``"the config stored in run.ckpt"``).
+        allowed: Extra namespaces (packages, modules or exact names). Defaults to None,
+            meaning the comma-separated environment variable ``DLKIT_ALLOWED_TARGETS``.
+
+    Raises:
+        ConfigError: Naming the key path, the target and why it is refused.
+
+    Example:
+        >>> check_targets({"model": {"_target_": "builtins.open", "_args_": ["x", "w"]}}, "ckpt")
+        Traceback (most recent call last):
+        ConfigError: ckpt: model._target_ is 'builtins.open', which a stored config may not build: ...
+    """
+    namespaces = _namespaces(allowed)
+    if OmegaConf.is_config(node):
+        node = OmegaConf.to_container(node, resolve=False)
+    fix = (
+        f" If you trust this file, allow the package with {ALLOWED_TARGETS_ENV}=<package> "
+        f"(comma-separated); allowed now: {', '.join(ns for ns, _, _ in namespaces)}."
+    )
+
+    def refuse(key: str, message: str) -> None:
+        raise ConfigError(f"{where}: {key.lstrip('.') or '<root>'} {message}")
+
+    def walk(value: Any, key: str) -> None:
+        if isinstance(value, str) and "${" in value:
+            refuse(key, f"is an interpolation {value!r}; a stored config must hold plain values.")
+        if isinstance(value, (list, tuple)):
+            for i, item in enumerate(value):
+                walk(item, f"{key}[{i}]")
+        if not isinstance(value, dict):
+            return
+        for k, v in value.items():
+            sub = f"{key}.{k}"
+            walk(k, sub)
+            if k in _HYDRA_VALUES and v not in _HYDRA_VALUES[k]:
+                refuse(sub, f"is {v!r}; a stored config may give it only {list(_HYDRA_VALUES[k])}.")
+            walk(v, sub)
+            if k == "_target_":
+                if not isinstance(v, str):
+                    refuse(sub, f"is a {type(v).__name__}, not a dotted name.")
+                try:
+                    _resolve_target(v, namespaces)
+                except _Refused as why:
+                    hint = "" if "never built" in str(why) else fix
+                    refuse(sub, f"is {v!r}, which a stored config may not build: {why}.{hint}")
+
+    walk(node, "")
+
+
+def instantiate_stored(node: Any, key: str, where: str, **kwargs: Any) -> Any:
+    """:func:`instantiate_node` for a node of a config read from a file (a checkpoint).
+
+    The node passes :func:`check_targets` first, and its arguments reach the built
+    objects as plain ``dict``/``list`` (Hydra's ``_convert_="all"``), so no code reads
+    a crafted mapping through attribute access as if it were a typed object.
+
+    Args:
+        node: The stored node (``run.model``, ``run.data``...).
+        key: Its key in the run config, named in errors.
+        where: What the config is, for messages (``"the config stored in run.ckpt"``).
+        **kwargs: Objects passed to the target (``net=``...).
+
+    Raises:
+        ConfigError: A refused target (see :func:`check_targets`), or a failed build.
+
+    Example:
+        >>> datamodule = instantiate_stored(run.data, "data", "the config stored in best.ckpt")
+    """
+    check_targets({key: node}, where)
+    return instantiate_node(node, key, _convert_="all", **kwargs)

@@ -18,12 +18,19 @@ import hydra
 from omegaconf import DictConfig
 
 from dlkit.checkpoint import load_run, resolve_ckpt_path
-from dlkit.config import ConfigError, instantiate_dict, instantiate_node
-from dlkit.run_output import route_lightning_logs, write_metrics_json
+from dlkit.config import ConfigError, instantiate_dict, instantiate_node, instantiate_stored
+from dlkit.run_output import (
+    check_finite_metrics,
+    records_failure,
+    route_lightning_logs,
+    write_metrics_json,
+)
+from dlkit.validation import check_checkpoint_file, validate_config
 
 __all__ = ["evaluate", "main"]
 
 
+@records_failure("eval.log")
 def evaluate(cfg: DictConfig) -> dict[str, float]:
     """Rebuild the run stored in ``cfg.ckpt_path`` and test it.
 
@@ -34,12 +41,18 @@ def evaluate(cfg: DictConfig) -> dict[str, float]:
         The metrics (``test/acc``...), also written to ``<output_dir>/metrics.json``.
 
     Raises:
-        dlkit.config.ConfigError: Missing checkpoint, a checkpoint without a stored
-            config, or a bad ``split``.
+        dlkit.config.ConfigError: Missing checkpoint, a file that is not one (empty,
+            truncated, text), a checkpoint without a stored config, or a bad ``split``.
+        dlkit.run_output.NonFiniteLossError: A NaN/inf loss in the results.
+
+    A failure is recorded in the run folder (``metrics.json`` ``"status": "failed"``, the
+    traceback in ``eval.log``) before it propagates.
     """
+    validate_config(cfg, required=("ckpt_path",))
     if cfg.split not in ("test", "val"):
         raise ConfigError(f"split must be 'test' or 'val', got {cfg.split!r}.")
     ckpt_path = resolve_ckpt_path(cfg.ckpt_path, prefer="best")
+    check_checkpoint_file(ckpt_path)
     started = time.perf_counter()
 
     import lightning as L
@@ -47,16 +60,20 @@ def evaluate(cfg: DictConfig) -> dict[str, float]:
     route_lightning_logs()
     task, run = load_run(ckpt_path)
     L.seed_everything(run.get("seed", cfg.seed), workers=True)
-    datamodule = instantiate_node(cfg.data if cfg.get("data") else run.data, "data")
+    # data= on the command line is the user's own; the run's data node comes from the file.
+    datamodule = (instantiate_node(cfg.data, "data") if cfg.get("data")
+                  else instantiate_stored(run.data, "data", f"the config stored in {ckpt_path}"))
 
     loggers = instantiate_dict(cfg.get("logger"), "logger")
     trainer: L.Trainer = instantiate_node(cfg.trainer, "trainer", logger=loggers or False, callbacks=[])
     run_split = trainer.test if cfg.split == "test" else trainer.validate
     results: dict[str, Any] = run_split(task, datamodule=datamodule)[0]
     metrics = {k: float(v) for k, v in results.items()}
+    check_finite_metrics(metrics, [k for k in metrics if k.endswith("loss")], f"on the {cfg.split} split")
     write_metrics_json(
         Path(cfg.paths.output_dir) / "metrics.json",
         metrics,
+        status="ok",
         ckpt_path=ckpt_path,
         wall_time_s=round(time.perf_counter() - started, 3),
     )

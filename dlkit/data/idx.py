@@ -461,6 +461,9 @@ class IDXDataModule(ImageDataModule):
         spec = spec or type(self).spec
         if spec is None:
             raise ValueError(f"{type(self).__name__} needs an IDXSpec (pass spec= or subclass with one).")
+        if not isinstance(spec, IDXSpec):
+            # A spec names download URLs and a cache folder: only a real IDXSpec, never a mapping.
+            raise TypeError(f"{type(self).__name__}(spec=...) must be an IDXSpec, got {type(spec).__name__}.")
         if val_size is None or val_size < 0:
             raise ValueError(f"data.val_size must be a non-negative number of images, got {val_size}.")
         super().__init__(

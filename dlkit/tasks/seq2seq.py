@@ -28,7 +28,7 @@ from torch import Tensor
 from torchmetrics import MaxMetric, MinMetric
 
 from dlkit.checkpoint import load_run
-from dlkit.config import instantiate_node
+from dlkit.config import check_targets, instantiate_stored
 from dlkit.data import seq2seq as seq2seq_data
 from dlkit.data.tensor import is_loader
 from dlkit.data.text import Vocab
@@ -580,8 +580,10 @@ def _rebuild_source_encoder(data_cfg: Any, task: Seq2Seq) -> Any:
     """
     if data_cfg is None or task.src_vocab is None:
         return None
+    # Checked outside the try: a refused target is an error, not a reason to fall back.
+    check_targets({"data": data_cfg}, "the data config stored in the checkpoint")
     try:
-        datamodule = instantiate_node(data_cfg, "data")
+        datamodule = instantiate_stored(data_cfg, "data", "the data config stored in the checkpoint")
         vocabs = {"src_vocab": task.src_vocab.state_dict(), "tgt_vocab": task.tgt_vocab.state_dict()}
         datamodule.load_state_dict(vocabs)
         # Only a DataModule that took the vocabularies (and so will not load data to build
