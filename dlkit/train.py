@@ -10,28 +10,41 @@ Examples::
     dlkit-train model.variant=modern optimizer=sgd optimizer.lr=0.05
     dlkit-train experiment=mlp_diabetes trainer.max_epochs=50
     dlkit-train debug=fdr                         # one batch of everything
-    dlkit-train ckpt_path=logs/lenet_digits/runs/2026-11-22_10-00-00   # resume
+    dlkit-train ckpt_path=last                    # resume the newest run, in its folder
+    dlkit-train ckpt_path=logs/lenet_digits/runs/2026-11-22_10-00-00_000000   # or a given one
 """
 
 from __future__ import annotations
 
+import functools
 import logging
+import os
+import sys
 import time
+from contextlib import nullcontext
 from pathlib import Path
 from typing import Any
 
 import hydra
 from omegaconf import DictConfig, OmegaConf
 
-from dlkit.checkpoint import resolve_ckpt_path
-from dlkit.config import fill_model_from_data, instantiate_dict, instantiate_node, validate_config
-from dlkit.run_output import route_lightning_logs, write_metrics_json
+from dlkit.config import compose_config
+from dlkit.config import ConfigError, fill_model_from_data, instantiate_dict, instantiate_node
+from dlkit.resume import RunFolderLock, check_resume, resume_checkpoint, run_folder_of
+from dlkit.run_output import (
+    check_finite_metrics,
+    records_failure,
+    route_lightning_logs,
+    write_metrics_json,
+)
+from dlkit.validation import check_checkpoint_file, check_model_fits_data, validate_config
 
-__all__ = ["main", "train"]
+__all__ = ["main", "resume_overrides", "train"]
 
 log = logging.getLogger(__name__)
 
 
+@records_failure("train.log")
 def train(cfg: DictConfig) -> tuple[dict[str, float], dict[str, Any]]:
     """Run one training job described by a composed ``train.yaml`` config.
 
@@ -44,11 +57,19 @@ def train(cfg: DictConfig) -> tuple[dict[str, float], dict[str, Any]]:
         (``datamodule``, ``task``, ``trainer``) for callers that want to look further.
 
     Raises:
-        dlkit.config.ConfigError: A bad value (key, value and allowed values named),
-            or a ``ckpt_path`` that does not exist, raised before any training starts.
+        dlkit.config.ConfigError: A bad value (key, value and allowed values named), a
+            model that does not fit the data, or a ``ckpt_path`` that does not exist or is
+            not a checkpoint, raised before any training starts.
+        dlkit.data.checks.DataError: Labels or values the task cannot use (batch and sample named).
+        dlkit.run_output.NonFiniteLossError: A NaN/inf loss (the step named) or final metric.
+
+    Whatever the error, the run folder records it (``metrics.json`` ``"status": "failed"``,
+    the traceback in ``train.log``) before it propagates; a finished run says ``"status": "ok"``.
     """
     validate_config(cfg)
-    ckpt_path = resolve_ckpt_path(cfg.ckpt_path) if cfg.get("ckpt_path") else None
+    ckpt_path = _checkpoint_to_resume(cfg)
+    if ckpt_path:
+        check_checkpoint_file(ckpt_path)
     started = time.perf_counter()
 
     import lightning as L
@@ -56,7 +77,9 @@ def train(cfg: DictConfig) -> tuple[dict[str, float], dict[str, Any]]:
     route_lightning_logs()
     L.seed_everything(cfg.seed, workers=True)
     datamodule = instantiate_node(cfg.data, "data")
+    check_model_fits_data(cfg, datamodule)
     fill_model_from_data(cfg, datamodule)
+    _refuse_changed_settings(cfg, ckpt_path)
     net = instantiate_node(cfg.model, "model")
     optimizer = instantiate_node(cfg.optimizer, "optimizer")
     scheduler = instantiate_node(cfg.scheduler, "scheduler") if cfg.get("scheduler") else None
@@ -66,10 +89,16 @@ def train(cfg: DictConfig) -> tuple[dict[str, float], dict[str, Any]]:
     task.run_config = _resolved(cfg)
     if hasattr(datamodule, "example_input"):
         task.example_input_array = datamodule.example_input()
+        if hasattr(task, "check_example_input"):  # the network runs once on it: a mismatch fails here
+            task.check_example_input(task.example_input_array, f"data {type(datamodule).__name__}")
 
     callbacks = instantiate_dict(cfg.get("callbacks"), "callbacks")
+    callbacks += task.default_callbacks(callbacks) if hasattr(task, "default_callbacks") else []
     loggers = instantiate_dict(cfg.get("logger"), "logger")
     trainer: L.Trainer = instantiate_node(cfg.trainer, "trainer", callbacks=callbacks, logger=loggers or False)
+
+    if cfg.get("find_lr"):
+        _find_lr(cfg, task, datamodule, loggers)
 
     metrics: dict[str, float] = {}
     if cfg.get("train"):
@@ -83,15 +112,41 @@ def train(cfg: DictConfig) -> tuple[dict[str, float], dict[str, Any]]:
         trainer.test(task, datamodule=datamodule, ckpt_path=best or None)
         metrics.update(_numbers(trainer.callback_metrics))
 
+    watched = [k for k in metrics if k.endswith("loss") or k == cfg.get("optimized_metric")]
+    check_finite_metrics(metrics, watched, "at the end of the run")
     wall = time.perf_counter() - started
     output_dir = Path(cfg.paths.output_dir)
     if trainer.is_global_zero:
-        write_metrics_json(output_dir / "metrics.json", metrics, wall_time_s=round(wall, 3),
+        write_metrics_json(output_dir / "metrics.json", metrics, status="ok", wall_time_s=round(wall, 3),
                            epochs=trainer.current_epoch, task_name=cfg.task_name)
         _log_hparams(cfg, loggers, metrics)
         print(f"\n{cfg.task_name}: " + ", ".join(f"{k}={v:.4f}" for k, v in sorted(metrics.items()) if k.startswith("test/"))
               + f" | wall time {wall:.1f} s | run folder {output_dir}")
     return metrics, {"datamodule": datamodule, "task": task, "trainer": trainer}
+
+
+def _find_lr(cfg: DictConfig, task: Any, datamodule: Any, loggers: list[Any]) -> None:
+    """``+find_lr=true`` (or ``+find_lr.<option>=...``): the LR range test before training.
+
+    Prints the suggestion, writes ``lr_find.png`` to the run folder and to TensorBoard
+    (``lr_find``), and with ``apply: true`` trains with the suggested rate.
+    """
+    node = cfg.find_lr
+    options = OmegaConf.to_container(node, resolve=True) if isinstance(node, DictConfig) else {}
+    if not isinstance(options, dict):
+        raise ConfigError(f"find_lr must be true or a mapping of find_lr options, got {node!r}.")
+    apply = bool(options.pop("apply", False))
+    result = task.find_lr(datamodule, **options)
+    png = result.save_plot(Path(cfg.paths.output_dir) / "lr_find.png")
+    for logger in loggers:
+        if hasattr(getattr(logger, "experiment", None), "add_figure"):
+            logger.experiment.add_figure("lr_find", result.figure(), global_step=0)
+    suggestions = ", ".join(f"{k} {v:.3g}" for k, v in result.suggestions.items())
+    print(f"LR finder: suggested lr {result.suggestion:.3g} ({result.method}; {suggestions}); plot {png}")
+    if apply:
+        task.optimizer_factory = functools.partial(task.optimizer_factory, lr=result.suggestion)
+        task.run_config["optimizer"]["lr"] = result.suggestion
+        log.info("Training with the suggested learning rate %.3g.", result.suggestion)
 
 
 def _resolved(cfg: DictConfig) -> dict[str, Any]:
@@ -126,15 +181,89 @@ def _log_hparams(cfg: DictConfig, loggers: list[Any], metrics: dict[str, float])
         logger.save()
 
 
+def _runs_dir(cfg: DictConfig) -> Path:
+    """Where this task's run folders live (``logs/<task_name>/runs``): what ``ckpt_path=last`` searches."""
+    from hydra.core.hydra_config import HydraConfig
+
+    run_dir = OmegaConf.select(cfg, "hydra.run.dir", default=None)
+    if run_dir is None and HydraConfig.initialized():
+        run_dir = HydraConfig.get().run.dir
+    return Path(run_dir).parent if run_dir else Path(cfg.paths.log_dir) / cfg.task_name / "runs"
+
+
+def _checkpoint_to_resume(cfg: DictConfig) -> str | None:
+    """The checkpoint ``trainer.fit`` continues from (see :func:`dlkit.checkpoint.resume_checkpoint`)."""
+    return resume_checkpoint(cfg.get("ckpt_path"), cfg.paths.output_dir, _runs_dir(cfg))
+
+
+def _refuse_changed_settings(cfg: DictConfig, ckpt_path: str | None) -> None:
+    """Refuse a resume whose settings differ from the stored run's (see :func:`dlkit.checkpoint.check_resume`)."""
+    if ckpt_path and cfg.get("train"):
+        check_resume(ckpt_path, _resolved(cfg))
+
+
+def resume_overrides(args: list[str]) -> list[str]:
+    """Command-line overrides that make ``dlkit-train ckpt_path=...`` continue a run in its own folder.
+
+    With ``ckpt_path=last``, a run folder or a checkpoint inside one (and training on),
+    the run folder becomes Hydra's run directory (``hydra.run.dir``), so the resumed
+    run appends to the same TensorBoard files, checkpoints and ``train.log``, and
+    ``last`` is replaced by the folder it means (the newest run of the composed
+    ``task_name``). A folder another process is running in is refused before Hydra
+    writes anything there. Anything else is returned unchanged: no ``ckpt_path``,
+    a checkpoint outside any run folder (a new run starts from its state), Hydra flags
+    (``-m``, ``--cfg``...), or an explicit ``hydra.run.dir``.
+
+    Args:
+        args: The command line after the program name.
+
+    Returns:
+        The command line to hand to Hydra.
+
+    Raises:
+        dlkit.checkpoint.RunFolderInUseError: The run folder is in use.
+        ConfigError: ``ckpt_path=last`` with no run to resume.
+
+    Example:
+        >>> resume_overrides(["experiment=mlp_digits", "ckpt_path=last"])
+        ['experiment=mlp_digits', 'ckpt_path=logs/mlp_digits/runs/2026-11-22_10-00-00_000000',
+         "hydra.run.dir='logs/mlp_digits/runs/2026-11-22_10-00-00_000000'"]
+    """
+    keys = [a.partition("=")[0].lstrip("+") for a in args]
+    if "ckpt_path" not in keys or "hydra.run.dir" in keys or any(a.startswith("-") for a in args):
+        return args
+    value = args[len(keys) - 1 - keys[::-1].index("ckpt_path")].partition("=")[2]
+    if value in ("", "null", "None"):
+        return args
+    try:
+        cfg = compose_config("train", args)
+    except Exception:  # a bad override: Hydra reports it when it composes the same arguments
+        return args
+    if not cfg.get("train"):
+        return args  # testing a checkpoint is not a resume
+    folder = run_folder_of(value, _runs_dir(cfg))
+    if folder is None:
+        return args
+    RunFolderLock(folder).check()
+    if value == "last":
+        args = [f"ckpt_path='{folder}'" if k == "ckpt_path" else a for a, k in zip(args, keys)]
+    return [*args, f"hydra.run.dir='{folder}'"]
+
+
 @hydra.main(version_base="1.3", config_path="pkg://dlkit.conf", config_name="train")
 def _hydra_main(cfg: DictConfig) -> float | None:
-    metrics, _ = train(cfg)
+    # One process per run folder: a second one gets RunFolderInUseError. The processes
+    # a multi-process strategy launches into the same folder share rank zero's claim.
+    rank_zero = all(os.environ.get(k, "0") in ("", "0") for k in ("LOCAL_RANK", "NODE_RANK"))
+    with RunFolderLock(cfg.paths.output_dir) if rank_zero else nullcontext():
+        metrics, _ = train(cfg)
     key = cfg.get("optimized_metric")
     return metrics.get(key) if key else None
 
 
 def main() -> None:
     """Console entry point ``dlkit-train``."""
+    sys.argv[1:] = resume_overrides(sys.argv[1:])
     _hydra_main()
 
 

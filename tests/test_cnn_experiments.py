@@ -78,6 +78,7 @@ def tiny_overrides(experiment: str) -> list[str]:
         "~logger",
         # Checkpoints of AlexNet's 57 M parameters would cost more than its training.
         "~callbacks.model_checkpoint",
+        "~callbacks.last_checkpoint",
         "+trainer.enable_checkpointing=false",
         "+callbacks.history._target_=dlkit.callbacks.History",
         *FAST,

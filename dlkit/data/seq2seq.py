@@ -28,7 +28,7 @@ import lightning as L
 import torch
 from torch import Tensor
 
-from dlkit.data.tensor import TensorBatchLoader, is_loader, shuffles_training
+from dlkit.data.tensor import TensorBatchLoader, epoch_source, is_loader, shuffles_training
 from dlkit.data.text import Vocab
 
 __all__ = [
@@ -293,7 +293,7 @@ def as_batches(data: Any) -> Any:
 class Seq2SeqBatchLoader:
     """Iterate over padded source/target tensors in dict batches, like a ``DataLoader``.
 
-    Shuffling, distributed shares and ``drop_last`` are those of
+    Shuffling, distributed shares, ``drop_last`` and the resumable state are those of
     :class:`~dlkit.data.TensorBatchLoader` (one permutation per epoch from ``seed``
     + epoch); each batch is then cut to its longest source and target.
 
@@ -307,6 +307,7 @@ class Seq2SeqBatchLoader:
         drop_last: Drop the last incomplete batch. Defaults to False.
         seed: Seed of the shuffling order. Defaults to 0.
         pad_id: The padding id. Defaults to 0.
+        epoch_source: The epoch of an iteration that starts, or None. Defaults to None.
 
     Yields:
         ``{"src": (B, S_b), "src_lengths": (B,), "tgt": (B, T_b)}`` with ``S_b`` /
@@ -329,6 +330,7 @@ class Seq2SeqBatchLoader:
         drop_last: bool = False,
         seed: int = 0,
         pad_id: int = 0,
+        epoch_source: Callable[[], int | None] | None = None,
     ) -> None:
         N = len(src)
         if len(src_lengths) != N or (tgt is not None and len(tgt) != N):
@@ -337,7 +339,7 @@ class Seq2SeqBatchLoader:
         self.src, self.src_lengths, self.tgt, self.pad_id = src, src_lengths, tgt, pad_id
         # Lengths of the targets, to cut each batch to its own longest.
         self.tgt_lengths = (tgt != pad_id).sum(1) if tgt is not None else None
-        self._order = TensorBatchLoader(torch.arange(N), None, batch_size, shuffle, drop_last, seed)
+        self._order = TensorBatchLoader(torch.arange(N), None, batch_size, shuffle, drop_last, seed, epoch_source)
 
     @property
     def batch_size(self) -> int:
@@ -345,6 +347,10 @@ class Seq2SeqBatchLoader:
 
     def __len__(self) -> int:
         return len(self._order)
+
+    # Resumable as the order it follows: its epoch and position (TensorBatchLoader.state_dict).
+    state_dict = property(lambda self: self._order.state_dict)
+    load_state_dict = property(lambda self: self._order.load_state_dict)
 
     def __iter__(self) -> Iterator[dict[str, Tensor]]:
         for idx in self._order:
@@ -588,5 +594,6 @@ class Seq2SeqDataModule(L.LightningDataModule):
             raise ValueError(f"{type(self).__name__} has no {split!r} split (it has: {have}).")
         src, src_lengths, tgt = self._tensors[split]
         tgt = tgt if with_targets else None
-        return Seq2SeqBatchLoader(src, src_lengths, tgt, self.batch_size, shuffle=shuffle, seed=self.seed)
+        return Seq2SeqBatchLoader(src, src_lengths, tgt, self.batch_size, shuffle=shuffle, seed=self.seed,
+                                  epoch_source=epoch_source(self) if split == "train" else None)
 

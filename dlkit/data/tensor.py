@@ -13,13 +13,16 @@ The Keras face's array inputs (``fit(x, y, validation_split=0.2)``) become a
 from __future__ import annotations
 
 import math
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from functools import partial
 from typing import Any, Union
 
 import lightning as L
 import numpy as np
 import torch
 from torch import Tensor
+
+from dlkit.data.checks import check_arrays, check_splits
 
 __all__ = [
     "TensorBatchLoader",
@@ -31,6 +34,7 @@ __all__ = [
     "check_split_fractions",
     "shuffles_training",
     "stratified_split",
+    "epoch_source",
 ]
 
 # A batch element: one tensor, or a dict of tensors for multi-output targets.
@@ -73,6 +77,11 @@ class TensorBatchLoader:
     indexes whole batches at once. Under ``torch.distributed`` every rank takes an
     equal, disjoint share of the permutation, as ``DistributedSampler`` would.
 
+    The loader is resumable (Lightning's stateful-loader protocol): :meth:`state_dict`
+    holds the epoch and the batches already yielded in it, and after
+    :meth:`load_state_dict` the next iteration continues that epoch's order at the
+    next batch, so a run resumed from a mid-epoch checkpoint sees the same batches.
+
     Args:
         x: Inputs, shape ``(N, ...)``.
         y: Targets, shape ``(N, ...)``, a dict of such tensors, or None (predict).
@@ -80,6 +89,9 @@ class TensorBatchLoader:
         shuffle: Draw a new order every epoch. Defaults to False.
         drop_last: Drop the last incomplete batch. Defaults to False.
         seed: Seed of the shuffling order. Defaults to 0.
+        epoch_source: Returns the epoch of the iteration that starts (a trainer's
+            ``current_epoch``), or None to count iterations; a DataModule passes it so
+            the order follows the trainer's epoch, also after a resume. Defaults to None.
 
     Yields:
         ``(x_batch, y_batch)`` (or ``x_batch`` alone when ``y`` is None).
@@ -98,6 +110,7 @@ class TensorBatchLoader:
         shuffle: bool = False,
         drop_last: bool = False,
         seed: int = 0,
+        epoch_source: Callable[[], int | None] | None = None,
     ) -> None:
         if batch_size <= 0:
             raise ValueError(f"batch_size must be a positive integer, got {batch_size}.")
@@ -105,7 +118,11 @@ class TensorBatchLoader:
             raise ValueError(f"x has {len(x)} samples but y has {_length(y)}; they must match.")
         self.x, self.y = x, y
         self.batch_size, self.shuffle, self.drop_last, self.seed = batch_size, shuffle, drop_last, seed
+        self.epoch_source = epoch_source
+        # The epoch the next iteration draws, and where the current one stands.
         self.epoch = 0
+        self._current = (0, 0)  # (epoch, batches yielded)
+        self._resume: tuple[int, int] | None = None
 
     def _rank_share(self) -> tuple[int, int]:
         if torch.distributed.is_available() and torch.distributed.is_initialized():
@@ -120,26 +137,74 @@ class TensorBatchLoader:
         n = self._num_samples()
         return n // self.batch_size if self.drop_last else math.ceil(n / self.batch_size)
 
-    def __iter__(self) -> Iterator[Any]:
+    def _order(self, epoch: int) -> Tensor:
         n = len(self.x)
         if self.shuffle:
-            g = torch.Generator().manual_seed(self.seed + self.epoch)
-            order = torch.randperm(n, generator=g)
-            self.epoch += 1
+            order = torch.randperm(n, generator=torch.Generator().manual_seed(self.seed + epoch))
         else:
             order = torch.arange(n)
         rank, world = self._rank_share()
         if world > 1:  # equal shares, so every rank runs the same number of steps
             per_rank = n // world
             order = order[rank * per_rank : (rank + 1) * per_rank]
-        for start in range(0, len(order), self.batch_size):
+        return order
+
+    def __iter__(self) -> Iterator[Any]:
+        source = self.epoch_source() if self.epoch_source is not None else None
+        resume, self._resume = self._resume, None
+        # A restored position applies to its own epoch only: a trainer already past it
+        # (its limit_train_batches reached) starts the next one.
+        if resume is not None and source in (None, resume[0]):
+            epoch, skip = resume
+        else:
+            epoch, skip = (self.epoch if source is None else source), 0
+        self.epoch = epoch + 1
+        order = self._order(epoch)
+        for start in range(skip * self.batch_size, len(order), self.batch_size):
             idx = order[start : start + self.batch_size]
             if self.drop_last and len(idx) < self.batch_size:
                 break
+            self._current = (epoch, start // self.batch_size + 1)
             if self.y is None:
                 yield _index(self.x, idx)
             else:
                 yield _index(self.x, idx), _index(self.y, idx)
+
+    def state_dict(self) -> dict[str, Any]:
+        """Where the loader stands: the current epoch, the batches yielded in it, and its settings.
+
+        Example:
+            >>> loader = TensorBatchLoader(torch.randn(10, 2), None, batch_size=4, shuffle=True)
+            >>> it = iter(loader); _ = next(it)
+            >>> loader.state_dict()["epoch"], loader.state_dict()["batches"]
+            (0, 1)
+        """
+        epoch, batches = self._current
+        return {"epoch": epoch, "batches": batches, "num_samples": len(self.x), "batch_size": self.batch_size,
+                "shuffle": self.shuffle, "drop_last": self.drop_last, "seed": self.seed}
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        """Continue from :meth:`state_dict`: the next iteration resumes its epoch at its next batch.
+
+        Raises:
+            ValueError: The state was saved by a loader with other data or settings
+                (a changed batch size or seed would silently change the order).
+        """
+        mine = self.state_dict()
+        changed = [f"{k}: {state_dict[k]!r} -> {mine[k]!r}" for k in ("num_samples", "batch_size", "shuffle",
+                                                                        "drop_last", "seed")
+                   if k in state_dict and state_dict[k] != mine[k]]
+        if changed:
+            raise ValueError(
+                "The checkpoint's data loader state does not fit this loader (" + "; ".join(changed)
+                + "): resume with the data settings the run was started with."
+            )
+        epoch, batches = int(state_dict["epoch"]), int(state_dict["batches"])
+        self._current = (epoch, batches)
+        if batches >= len(self):  # that epoch was done: the next one starts afresh
+            self.epoch, self._resume = epoch + 1, None
+        else:
+            self.epoch, self._resume = epoch, (epoch, batches)
 
 
 def check_split_fractions(val_fraction: float, test_fraction: float) -> None:
@@ -178,6 +243,25 @@ def stratified_split(
         for part, chunk in zip(parts, np.split(idx, np.round(bounds * len(idx)).astype(int))):
             part.append(chunk)
     return [np.sort(np.concatenate(p)) for p in parts]
+
+
+def epoch_source(datamodule: L.LightningDataModule) -> Callable[[], int | None]:
+    """What a DataModule's training loader asks for its epoch: the trainer's ``current_epoch``.
+
+    With it (``TensorBatchLoader(..., epoch_source=epoch_source(self))``) the order of
+    epoch ``e`` is the same in a run resumed at ``e`` as in the uninterrupted one; it
+    answers None while no trainer is attached, and the loader then counts its epochs.
+
+    Example:
+        >>> epoch_source(TensorDataModule())() is None  # no trainer attached
+        True
+    """
+    return partial(_trainer_epoch, datamodule)
+
+
+def _trainer_epoch(datamodule: L.LightningDataModule) -> int | None:
+    trainer = datamodule.trainer
+    return trainer.current_epoch if trainer is not None else None
 
 
 def shuffles_training(datamodule: L.LightningDataModule) -> bool:
@@ -233,6 +317,7 @@ class TensorDataModule(L.LightningDataModule):
         for name, split in (("train", train), ("val", val), ("test", test)):
             if split is not None:
                 self.splits[name] = split
+        check_splits(self.splits)  # empty arrays, lengths that differ, NaN/inf: named before any step
 
     def example_input(self, n: int = 2) -> Tensor:
         """The first ``n`` training inputs, for summaries and graph logging."""
@@ -245,7 +330,23 @@ class TensorDataModule(L.LightningDataModule):
                 f"{type(self).__name__} has no {split!r} split (it has: {', '.join(self.splits) or 'none'})."
             )
         x, y = self.splits[split]
-        return TensorBatchLoader(x, y, self.batch_size, shuffle=shuffle, seed=self.seed)
+        return TensorBatchLoader(x, y, self.batch_size, shuffle=shuffle, seed=self.seed,
+                                 epoch_source=epoch_source(self) if split == "train" else None)
+
+    def state_dict(self) -> dict[str, Any]:
+        """The state of the transforms this DataModule holds (their random generators).
+
+        Lightning stores it in every checkpoint and restores it on resume, so
+        augmentation continues its random stream instead of starting it again.
+        """
+        return {name: m.state_dict() for name, m in vars(self).items() if isinstance(m, torch.nn.Module)}
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        """Restore :meth:`state_dict`."""
+        for name, state in state_dict.items():
+            module = getattr(self, name, None)
+            if isinstance(module, torch.nn.Module):
+                module.load_state_dict(state)
 
     def train_dataloader(self) -> TensorBatchLoader:
         return self._loader("train", shuffle=shuffles_training(self))
@@ -350,4 +451,5 @@ def as_loader(data: Any, y: Any = None, batch_size: int = 256) -> Any:
     if is_loader(data):
         return data
     x, ty = _xy(data, y)
+    check_arrays(x, ty, "evaluate data")
     return TensorBatchLoader(x, ty, batch_size)

@@ -24,6 +24,7 @@ __all__ = [
     "Normalize",
     "RandomCrop",
     "RandomHorizontalFlip",
+    "RandomTransform",
     "Resize",
     "ToFloat",
     "build_transforms",
@@ -75,6 +76,29 @@ class BatchTransform(nn.Module):
 
     def forward(self, x: Tensor) -> Tensor:  # pragma: no cover - abstract
         raise NotImplementedError
+
+
+class RandomTransform(BatchTransform):
+    """Base of the random transforms: draws come from ``generator`` (or torch's global one).
+
+    The generator's state is part of the module's ``state_dict`` (its extra state), so
+    a DataModule that saves its transforms in a checkpoint resumes the same random
+    stream; with the global generator (None) there is nothing of its own to save.
+
+    Args:
+        generator: Source of the random numbers. Defaults to None (torch's global generator).
+    """
+
+    def __init__(self, generator: torch.Generator | None = None) -> None:
+        super().__init__()
+        self.generator = generator
+
+    def get_extra_state(self) -> dict[str, Tensor]:
+        return {} if self.generator is None else {"generator": self.generator.get_state()}
+
+    def set_extra_state(self, state: dict[str, Tensor]) -> None:
+        if self.generator is not None and "generator" in state:
+            self.generator.set_state(state["generator"])
 
 
 class ToFloat(BatchTransform):
@@ -200,7 +224,7 @@ class Resize(BatchTransform):
         return f"size={self.size}, antialias={self.antialias}"
 
 
-class RandomCrop(BatchTransform):
+class RandomCrop(RandomTransform):
     """Crop every image at its own random offset, after padding the borders.
 
     The crops of a whole batch are read with one advanced-indexing gather: row and
@@ -235,11 +259,11 @@ class RandomCrop(BatchTransform):
         fill: float = 0.0,
         generator: torch.Generator | None = None,
     ) -> None:
-        super().__init__()
+        super().__init__(generator)
         if padding < 0:
             raise ValueError(f"RandomCrop padding must be >= 0, got {padding}.")
         self.size = None if size is None else size_pair(size, "RandomCrop size")
-        self.padding, self.fill, self.generator = int(padding), fill, generator
+        self.padding, self.fill = int(padding), fill
 
     def forward(self, x: Tensor) -> Tensor:
         B, _, H, W = _check_batch(x, "RandomCrop")
@@ -264,7 +288,7 @@ class RandomCrop(BatchTransform):
         return f"size={self.size}, padding={self.padding}, fill={self.fill}"
 
 
-class RandomHorizontalFlip(BatchTransform):
+class RandomHorizontalFlip(RandomTransform):
     """Mirror each image left-right with probability ``p``, independently per sample.
 
     Args:
@@ -284,10 +308,10 @@ class RandomHorizontalFlip(BatchTransform):
     """
 
     def __init__(self, p: float = 0.5, generator: torch.Generator | None = None) -> None:
-        super().__init__()
+        super().__init__(generator)
         if not 0.0 <= p <= 1.0:
             raise ValueError(f"RandomHorizontalFlip p must lie in [0, 1], got {p}.")
-        self.p, self.generator = float(p), generator
+        self.p = float(p)
 
     def forward(self, x: Tensor) -> Tensor:
         B, _, _, _ = _check_batch(x, "RandomHorizontalFlip")

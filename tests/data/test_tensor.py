@@ -10,6 +10,7 @@ import torch.nn as nn
 
 from dlkit import Classifier
 from dlkit.data import TensorBatchLoader, TensorDataModule, stratified_split
+from dlkit.data.transforms import RandomCrop
 
 
 def test_loader_covers_every_sample_once_per_epoch() -> None:
@@ -85,3 +86,71 @@ def test_overfit_batches_repeats_the_same_batches(overfit: int) -> None:
     assert len(first) == len(second) == 2
     same = all(torch.equal(a, b) for a, b in zip(first, second))
     assert same == bool(overfit)
+
+
+# ----------------------------------------------------------------------------- resuming
+def _labels(batches) -> list[list[int]]:
+    return [b[1].tolist() for b in batches]
+
+
+def test_loader_state_continues_an_epoch_at_the_next_batch() -> None:
+    x, y = torch.randn(10, 2), torch.arange(10)
+    loader = TensorBatchLoader(x, y, batch_size=3, shuffle=True, seed=5)
+    _labels(loader)  # epoch 0
+    it = iter(loader)
+    seen = _labels([next(it), next(it)])  # two batches of epoch 1
+    state = loader.state_dict()
+    assert (state["epoch"], state["batches"]) == (1, 2)
+    rest_of_epoch, next_epoch = _labels(it), _labels(loader)
+
+    resumed = TensorBatchLoader(x, y, batch_size=3, shuffle=True, seed=5)
+    resumed.load_state_dict(state)
+    assert _labels(resumed) == rest_of_epoch and _labels(resumed) == next_epoch
+    assert sorted(sum(seen + rest_of_epoch, [])) == list(range(10))
+
+
+def test_loader_state_of_a_finished_epoch_starts_the_next_one() -> None:
+    loader = TensorBatchLoader(torch.randn(6, 2), torch.arange(6), batch_size=3, shuffle=True)
+    epoch0 = _labels(loader)
+    resumed = TensorBatchLoader(torch.randn(6, 2), torch.arange(6), batch_size=3, shuffle=True)
+    resumed.load_state_dict(loader.state_dict())
+    assert _labels(resumed) == _labels(loader) != epoch0
+
+
+def test_loader_follows_its_epoch_source() -> None:
+    epoch = {"now": 3}
+    loader = TensorBatchLoader(torch.randn(8, 2), torch.arange(8), batch_size=4, shuffle=True,
+                               epoch_source=lambda: epoch["now"])
+    counting = TensorBatchLoader(torch.randn(8, 2), torch.arange(8), batch_size=4, shuffle=True)
+    for _ in range(3):
+        _labels(counting)
+    assert _labels(loader) == _labels(counting)  # epoch 3 either way
+    # A restored position is for its own epoch: a source already past it starts afresh.
+    it = iter(loader)
+    next(it)
+    state = loader.state_dict()
+    epoch["now"] = 4
+    loader.load_state_dict(state)
+    assert _labels(loader) == _labels(counting)  # epoch 4, from its first batch
+
+
+def test_loader_refuses_a_state_from_other_settings() -> None:
+    state = TensorBatchLoader(torch.randn(8, 2), None, batch_size=4, shuffle=True).state_dict()
+    with pytest.raises(ValueError, match="batch_size: 4 -> 2"):
+        TensorBatchLoader(torch.randn(8, 2), None, batch_size=2, shuffle=True).load_state_dict(state)
+
+
+def test_datamodule_state_holds_its_augmentation_generator() -> None:
+    def module() -> TensorDataModule:
+        dm = TensorDataModule(train=(torch.randn(8, 1, 6, 6), torch.zeros(8)))
+        dm.shift = RandomCrop(padding=2, generator=torch.Generator().manual_seed(0))
+        return dm
+
+    images = torch.rand(4, 1, 6, 6)
+    dm = module()
+    dm.shift(images)
+    state = dm.state_dict()
+    expected = dm.shift(images)
+    restored = module()
+    restored.load_state_dict(state)
+    assert torch.equal(restored.shift(images), expected)

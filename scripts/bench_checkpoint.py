@@ -1,0 +1,142 @@
+"""What do crash-safe checkpoints cost a LeNet-5/digits epoch?
+
+Trains the default experiment (``dlkit-train``: LeNet-5 on digits resized to 32x32, batch
+64, about 20 steps an epoch plus validation) in one process, with:
+
+* **off**: no checkpoint callbacks (``trainer.enable_checkpointing=false``);
+* **epoch, plain write**: the default callbacks, written by Lightning's own
+  ``TorchCheckpointIO`` (no fsync);
+* **epoch, atomic**: the default: best and ``last.ckpt`` every epoch through
+  ``AtomicCheckpointIO`` (temporary file, fsync, rename, fsync of the folder);
+* **epoch + every N steps, atomic**: the default plus ``checkpoint.every_n_steps=N``.
+
+An epoch is timed from one epoch's start to the next, so its validation and every
+checkpoint written at its end are inside. The contenders alternate run by run (each
+round runs all of them, in a rotated order); the table gives the median over rounds of
+each run's median epoch, its spread, and the cost against **off**. Whole epochs on two
+shared cores vary by more than the cost, so the table also gives the time the training
+thread spends in ``Trainer.save_checkpoint`` per epoch (what the checkpoints hold it
+up; the background writes are in the epoch times only). Run by hand::
+
+    .venv/bin/python scripts/bench_checkpoint.py --rounds 7 --epochs 8 --every-n-steps 10
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import shutil
+import statistics
+import tempfile
+import time
+import warnings
+from pathlib import Path
+from typing import Any
+
+import lightning as L
+import torch
+from omegaconf import open_dict
+
+from _bench_common import REPO, compose_quiet, cpu_description, target, timed_train
+
+
+class EpochStarts(L.Callback):
+    """Records when each training epoch starts, and the time spent saving checkpoints until then."""
+
+    def __init__(self) -> None:
+        self.times: list[float] = []
+        self.saving: list[float] = []
+
+    def on_train_epoch_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self.times.append(time.perf_counter())
+        self.saving.append(SAVING[0])
+
+
+# Seconds the training thread has spent in Trainer.save_checkpoint (see timed_saves).
+SAVING = [0.0]
+
+
+def timed_saves() -> None:
+    """Make ``Trainer.save_checkpoint`` add its duration to :data:`SAVING`."""
+    save = L.Trainer.save_checkpoint
+
+    def timed(self: L.Trainer, *args: Any, **kwargs: Any) -> None:
+        started = time.perf_counter()
+        try:
+            save(self, *args, **kwargs)
+        finally:
+            SAVING[0] += time.perf_counter() - started
+
+    L.Trainer.save_checkpoint = timed  # type: ignore[method-assign]
+
+
+def contenders(every_n_steps: int) -> dict[str, tuple[list[str], tuple[str, ...]]]:
+    """Name -> (overrides, callbacks to drop)."""
+    checkpoints = ("model_checkpoint", "last_checkpoint", "resume_state")
+    return {
+        "off": (["+trainer.enable_checkpointing=false"], checkpoints),
+        "epoch, plain write": (["trainer.plugins=null"], ()),
+        "epoch, atomic": ([], ()),
+        f"epoch + every {every_n_steps} steps, atomic": ([f"checkpoint.every_n_steps={every_n_steps}"], ()),
+    }
+
+
+def run(overrides: list[str], drop: tuple[str, ...], epochs: int, root: Path) -> tuple[float, float, int]:
+    """One training run: its median epoch time and saving time per epoch (the first epoch left out), and steps."""
+    out = Path(tempfile.mkdtemp(dir=root))
+    cfg = compose_quiet(
+        "lenet_digits", [f"trainer.max_epochs={epochs}", "test=false", *overrides], out,
+        {"epoch_starts": {"_target_": target(EpochStarts)}}, drop=("model_summary", *drop),
+    )
+    with open_dict(cfg):
+        cfg.callbacks.pop("early_stopping", None)  # every run trains all its epochs
+    _, objects, _ = timed_train(cfg)
+    timer = next(c for c in objects["trainer"].callbacks if isinstance(c, EpochStarts))
+    shutil.rmtree(out)
+    gaps = [b - a for a, b in zip(timer.times, timer.times[1:])][1:]
+    saving = (timer.saving[-1] - timer.saving[1]) / len(gaps)
+    return statistics.median(gaps), saving, objects["trainer"].num_training_batches
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--rounds", type=int, default=5)
+    parser.add_argument("--epochs", type=int, default=8, help="epochs per run (the first and the last are not timed)")
+    parser.add_argument("--every-n-steps", type=int, default=10)
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--root", type=Path, default=REPO / "logs" / "bench_checkpoint",
+                        help="where the runs write (a real disk: fsync is the point)")
+    args = parser.parse_args()
+    torch.set_num_threads(args.threads)
+    logging.getLogger("lightning").setLevel(logging.ERROR)
+    warnings.filterwarnings("ignore")
+    args.root.mkdir(parents=True, exist_ok=True)
+
+    timed_saves()
+    named = contenders(args.every_n_steps)
+    medians: dict[str, list[float]] = {name: [] for name in named}
+    saving: dict[str, list[float]] = {name: [] for name in named}
+    run(*named["epoch, atomic"], epochs=3, root=args.root)  # warm-up: imports, first optimiser
+    steps = 0
+    for r in range(args.rounds):
+        order = list(named)[r % len(named):] + list(named)[: r % len(named)]
+        for name in order:
+            median, saved, steps = run(*named[name], epochs=args.epochs, root=args.root)
+            medians[name].append(median)
+            saving[name].append(saved)
+
+    base = statistics.median(medians["off"])
+    print(f"\nCheckpoint cost on a LeNet-5/digits epoch ({steps} steps + validation), {args.threads} threads, "
+          f"{args.rounds} rounds x {args.epochs - 2} timed epochs; runs in {args.root}")
+    print(f"CPU: {cpu_description()}\n")
+    print(f"| {'checkpointing':<34} | epoch (ms) | spread (ms)   | vs off | saving/epoch (ms) | of an epoch |")
+    print(f"|{'-' * 36}|-----------:|--------------:|-------:|------------------:|------------:|")
+    for name, values in medians.items():
+        med, held = statistics.median(values), statistics.median(saving[name])
+        spread = f"{min(values) * 1e3:.1f}-{max(values) * 1e3:.1f}"
+        print(f"| {name:<34} | {med * 1e3:10.1f} | {spread:>13} | {100 * (med / base - 1):+5.1f}% "
+              f"| {held * 1e3:17.2f} | {100 * held / base:10.2f}% |")
+
+
+if __name__ == "__main__":
+    main()
