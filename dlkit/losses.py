@@ -15,8 +15,8 @@ and :class:`~dlkit.tasks.Regressor`:
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from typing import Union
+from collections.abc import Callable, Mapping
+from typing import Any, Union
 
 import torch
 import torch.nn as nn
@@ -29,6 +29,7 @@ __all__ = [
     "LossFunction",
     "LossSpec",
     "as_loss_module",
+    "combine_losses",
     "CrossEntropyLoss",
     "NLLLoss",
     "BCELoss",
@@ -227,3 +228,51 @@ def as_loss_module(spec: LossSpec) -> nn.Module:
     if callable(spec):
         return LossFunction(spec)
     raise ValueError(f"loss must be a name, an nn.Module or a callable, got {type(spec).__name__}.")
+
+
+def combine_losses(
+    loss_fns: Mapping[str, Callable[..., Tensor]],
+    loss_weights: Mapping[str, float],
+    out: Any,
+    y: Any,
+    single_key: str,
+) -> tuple[Tensor, dict[str, Tensor]]:
+    """The total loss of one or several outputs, and each output's own loss.
+
+    Args:
+        loss_fns: Loss per output name; a network with one output has one entry under
+            ``single_key``.
+        loss_weights: Weight of each output's loss in the total; missing ones weigh 1.
+        out: The network's output: a tensor, or a dict of tensors per output.
+        y: The targets, shaped like ``out``.
+        single_key: The key of the loss of a network with one output.
+
+    Returns:
+        ``(total, parts)``; ``parts`` is empty for a network with one output.
+
+    Raises:
+        ValueError: Outputs, targets and losses that do not match, naming each side.
+
+    Example:
+        >>> fns = {"a": nn.MSELoss(), "b": nn.L1Loss()}
+        >>> total, parts = combine_losses(fns, {"b": 0.5}, {"a": torch.zeros(2), "b": torch.ones(2)},
+        ...                               {"a": torch.ones(2), "b": torch.ones(2)}, single_key="_")
+        >>> float(total), sorted(parts)
+        (1.0, ['a', 'b'])
+    """
+    if isinstance(out, Mapping):
+        if not isinstance(y, Mapping):
+            raise ValueError(
+                f"The network returns outputs {sorted(out)} but the targets are a single tensor; "
+                "give targets as a dict with the same keys."
+            )
+        parts = {}
+        for name, fn in loss_fns.items():
+            if name not in out or name not in y:
+                raise ValueError(f"Loss for output {name!r}, but outputs are {sorted(out)} and targets {sorted(y)}.")
+            parts[name] = fn(out[name], y[name])
+        total = sum(loss_weights.get(k, 1.0) * v for k, v in parts.items())
+        return total, parts  # type: ignore[return-value]
+    if single_key not in loss_fns:
+        raise ValueError(f"compile() got losses per output {sorted(loss_fns)} but the network returns one tensor.")
+    return loss_fns[single_key](out, y), {}

@@ -1,19 +1,45 @@
-"""What a command-line run leaves behind and prints: ``metrics.json``, log routing.
+"""What a command-line run leaves behind and prints: ``metrics.json``, log routing, failures.
 
 Used by ``dlkit-train`` and ``dlkit-eval``; imports neither torch nor Lightning.
+
+A run's ``metrics.json`` says ``"status": "ok"`` when it finished, and ``"status":
+"failed"`` with the ``"error"`` (its first line) when it raised; the traceback goes to the
+run's log file (``train.log`` / ``eval.log``, Hydra's job log under the command line), so
+sweeps and scripts can tell the two apart without reading logs.
 """
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
 import math
+import os
+import time
 import warnings
-from collections.abc import Mapping
+from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
-__all__ = ["route_lightning_logs", "write_metrics_json"]
+from omegaconf import OmegaConf
+
+__all__ = [
+    "NonFiniteLossError",
+    "check_finite_metrics",
+    "record_failure",
+    "records_failure",
+    "route_lightning_logs",
+    "write_metrics_json",
+]
+
+log = logging.getLogger(__name__)
+RunFn = TypeVar("RunFn", bound=Callable[..., Any])
+# Hydra's default job-log line format, for a log file written outside Hydra.
+_LOG_FORMAT = "[%(asctime)s][%(name)s][%(levelname)s] - %(message)s"
+
+
+class NonFiniteLossError(FloatingPointError):
+    """A loss or metric became NaN or infinite; the message names the step and the likely cause."""
 
 
 def route_lightning_logs() -> None:
@@ -65,3 +91,113 @@ def write_metrics_json(path: Path, metrics: Mapping[str, Any], **extra: Any) -> 
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(data, indent=2) + "\n")
     return data
+
+
+def check_finite_metrics(metrics: Mapping[str, Any], keys: Iterable[str], when: str) -> None:
+    """Raise :class:`NonFiniteLossError` when one of ``keys`` in ``metrics`` is NaN or infinite.
+
+    Args:
+        metrics: Metric name -> number or 0-d tensor (``trainer.callback_metrics``).
+        keys: The names to check; absent ones are skipped.
+        when: Where in the run, for the message (``"after validation at epoch 3"``).
+
+    Example:
+        >>> check_finite_metrics({"val/loss": 0.3, "val/acc": 0.9}, ["val/loss"], "at the end")
+    """
+    bad = {k: float(metrics[k]) for k in dict.fromkeys(keys) if k in metrics}
+    bad = {k: v for k, v in bad.items() if not math.isfinite(v)}
+    if bad:
+        listed = ", ".join(f"{k}={v}" for k, v in bad.items())
+        raise NonFiniteLossError(
+            f"{listed} {when}: training diverged or the data hold NaN/inf. Lower optimizer.lr, clip gradients "
+            "(trainer.gradient_clip_val=1.0), or check the data."
+        )
+
+
+def _is_rank_zero() -> bool:
+    # The variables Lightning's rank_zero_only reads, in its order.
+    for key in ("RANK", "LOCAL_RANK", "SLURM_PROCID", "JSM_NAMESPACE_RANK"):
+        if key in os.environ:
+            return int(os.environ[key]) == 0
+    return True
+
+
+def record_failure(output_dir: Path, error: BaseException, log_name: str = "train.log", **extra: Any) -> dict[str, Any]:
+    """Mark a run as failed: its traceback in the run's log, ``"status": "failed"`` in ``metrics.json``.
+
+    Under Hydra the traceback goes to the job log it keeps in ``output_dir``; otherwise
+    it is appended to ``output_dir / log_name`` in Hydra's line format.
+
+    Args:
+        output_dir: The run folder (created if missing).
+        error: The exception that ended the run.
+        log_name: The log file to use when no handler writes one into ``output_dir``.
+            Defaults to ``"train.log"``.
+        **extra: Further ``metrics.json`` fields (``wall_time_s``, ``task_name``).
+
+    Returns:
+        What was written to ``metrics.json``.
+
+    Example:
+        >>> record_failure(Path("run"), ValueError("data.batch_size must be ..."))["status"]
+        'failed'
+    """
+    lines = str(error).strip().splitlines()
+    first = f"{type(error).__name__}: {lines[0]}" if lines else type(error).__name__
+    output_dir.mkdir(parents=True, exist_ok=True)
+    record = logging.LogRecord("dlkit", logging.ERROR, __file__, 0, "Run failed: %s", (first,),
+                               (type(error), error, error.__traceback__))
+    folder = output_dir.resolve()
+    handlers = [h for h in logging.getLogger().handlers
+                if isinstance(h, logging.FileHandler) and Path(h.baseFilename).resolve().parent == folder]
+    if handlers:
+        for handler in handlers:
+            handler.handle(record)
+    else:
+        handler = logging.FileHandler(output_dir / log_name)
+        handler.setFormatter(logging.Formatter(_LOG_FORMAT))
+        handler.handle(record)
+        handler.close()
+    return write_metrics_json(output_dir / "metrics.json", {}, status="failed", error=first, **extra)
+
+
+def records_failure(log_name: str) -> Callable[[RunFn], RunFn]:
+    """Decorate a run function ``f(cfg, ...)`` so that a failure is recorded in its run folder.
+
+    When ``f`` raises (any exception, ``KeyboardInterrupt`` included), :func:`record_failure`
+    writes to ``cfg.paths.output_dir`` (on rank 0 only), and the exception goes on, so the
+    command exits non-zero.
+
+    Args:
+        log_name: The run's log file name (``"train.log"``).
+
+    Example:
+        >>> @records_failure("train.log")
+        ... def train(cfg): ...
+    """
+
+    def wrap(fn: RunFn) -> RunFn:
+        @functools.wraps(fn)
+        def run(cfg: Any, *args: Any, **kwargs: Any) -> Any:
+            started = time.perf_counter()
+            try:
+                return fn(cfg, *args, **kwargs)
+            except BaseException as err:
+                if _is_rank_zero():
+                    _record_quietly(cfg, err, log_name, round(time.perf_counter() - started, 3))
+                raise
+
+        return run  # type: ignore[return-value]
+
+    return wrap
+
+
+def _record_quietly(cfg: Any, error: BaseException, log_name: str, wall_time_s: float) -> None:
+    # Recording must never hide the error that ended the run.
+    try:
+        output_dir = OmegaConf.select(cfg, "paths.output_dir", default=None)
+        if output_dir:
+            record_failure(Path(output_dir), error, log_name, wall_time_s=wall_time_s,
+                           task_name=OmegaConf.select(cfg, "task_name", default=None))
+    except Exception as err:  # noqa: BLE001
+        log.warning("Could not record the failure in the run folder: %s", err)

@@ -24,6 +24,8 @@ LEVELS = {
     "dlkit.config": 0,
     "dlkit.checkpoint": 0,
     "dlkit.run_output": 0,
+    "dlkit.validation": 0,
+    "dlkit.resume": 0,
     "dlkit.layers": 1,
     "dlkit.losses": 1,
     "dlkit.schedulers": 1,
@@ -42,6 +44,7 @@ ONE_CONCEPT = {
     "dlkit/layers/recurrent.py": "the torch.nn-compatible cells and RNN/LSTM/GRU layers over one time loop",
     "dlkit/layers/recurrent_kernels.py": "the recurrence math: cell equations and their backpropagation through time",
     "dlkit/layers/activations.py": "the activation functions, their modules and the factory that names them",
+    "dlkit/data/idx.py": "IDX data sets: finding, checking, downloading and reading the files, and their DataModule",
 }
 
 SOURCES = sorted(PACKAGE.rglob("*.py"))

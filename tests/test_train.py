@@ -145,7 +145,7 @@ def test_unknown_model_name_lists_registered_models(compose_train) -> None:
     ],
 )
 def test_non_positive_values_name_the_key(compose_train, tmp_path: Path, override: str, key: str) -> None:
-    with pytest.raises(ConfigError, match=rf"{key} must be a number > 0"):
+    with pytest.raises(ConfigError, match=rf"{key} must be (an integer )?> 0"):
         train(compose_train(override))
     assert not (tmp_path / "run" / "checkpoints").exists()  # raised before anything ran
 
@@ -153,7 +153,9 @@ def test_non_positive_values_name_the_key(compose_train, tmp_path: Path, overrid
 def test_missing_ckpt_path_fails_before_training(compose_train, tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match="ckpt_path=.*does not exist"):
         train(compose_train(f"ckpt_path={tmp_path / 'nope.ckpt'}"))
-    assert not (tmp_path / "run").exists()
+    # Nothing ran: the run folder holds only the record of the failure.
+    assert sorted(p.name for p in (tmp_path / "run").iterdir()) == ["metrics.json", "train.log"]
+    assert json.loads((tmp_path / "run" / "metrics.json").read_text())["status"] == "failed"
 
 
 def test_eval_without_a_checkpoint_is_a_clear_error(compose_eval, tmp_path: Path) -> None:

@@ -26,15 +26,28 @@ from torch import Tensor
 from torchmetrics import MaxMetric, MetricCollection, MinMetric
 
 from dlkit.callbacks.history import History
+from dlkit.callbacks.lr_logger import LearningRateLogger
+from dlkit.callbacks.terminate_on_nan import TerminateOnNaN
 from dlkit.checkpoint import CONFIG_KEY
 from dlkit.config import instantiate_option
+from dlkit.data.checks import DataError, check_arrays
 from dlkit.data.tensor import TensorBatchLoader, arrays_to_datamodule, as_loader, as_tensor, is_loader
 from dlkit.layers import weight_penalty
-from dlkit.losses import LossSpec, as_loss_module
+from dlkit.losses import LossSpec, as_loss_module, combine_losses
 from dlkit.tasks.epoch_means import EpochMeanLogging
+from dlkit.tasks.lr_finder import LRFinderResult, find_lr
 from dlkit.tasks.metrics import build_metric, metric_mode
-from dlkit.tasks.optim import OptimizerFactory, SchedulerFactory, build_optimizer, check_lr, fill_schedule_defaults
+from dlkit.tasks.optim import (
+    OptimizerFactory,
+    SchedulerFactory,
+    build_optimizer,
+    check_lr,
+    fill_schedule_defaults,
+    schedule_interval,
+)
+from dlkit.tasks.checks import check_net_accepts
 from dlkit.tasks.summary import ModelSummary, summarize
+from dlkit.validation import check_options, check_value
 
 __all__ = ["SINGLE_OUTPUT", "STAGES", "Task"]
 
@@ -64,7 +77,9 @@ class Task(EpochMeanLogging):
         monitor: Logged metric that ``ReduceLROnPlateau`` (and the default
             checkpoint/early-stopping configs) follow. Defaults to ``"val/loss"``.
         monitor_mode: ``"min"`` or ``"max"`` for ``monitor``. Defaults to ``"min"``.
-        scheduler_interval: Step the scheduler every ``"epoch"`` or ``"step"``.
+        scheduler_interval: Step the scheduler every ``"epoch"`` or ``"step"``, unless the
+            scheduler's option fixes its own ``interval`` (``one_cycle``, ``noam`` and
+            ``cosine_restarts`` say ``step``; see :func:`~dlkit.tasks.optim.schedule_interval`).
             Defaults to ``"epoch"``.
         l1: L1 penalty on weights added to the training loss. Defaults to 0.
         l2: L2 penalty on weights added to the training loss (unlike the optimiser's
@@ -148,8 +163,9 @@ class Task(EpochMeanLogging):
             >>> clf = Classifier(create_model("lenet5"))
             >>> clf.compile(optimizer="sgd", lr=0.1, momentum=0.9, metrics=["accuracy", "f1"])
         """
-        if lr is not None and lr <= 0:
-            raise ValueError(f"optimizer.lr must be > 0, got {lr}.")
+        if lr is not None:
+            check_value("optimizer.lr", lr)
+        check_options("optimizer", optimizer_kwargs)
         if isinstance(optimizer, str):
             optimizer = instantiate_option("optimizer", optimizer, lr=lr, **optimizer_kwargs)
         elif lr is not None or optimizer_kwargs:
@@ -213,17 +229,27 @@ class Task(EpochMeanLogging):
             >>> history = clf.fit(DigitsDataModule(resize=32), epochs=5)
             >>> history.history["val/acc"][-1]
         """
-        if epochs <= 0:
-            raise ValueError(f"epochs (trainer.max_epochs) must be > 0, got {epochs}.")
+        if isinstance(epochs, bool) or not isinstance(epochs, int) or epochs <= 0:
+            raise ValueError(f"epochs (trainer.max_epochs) must be > 0 and an integer, got {epochs!r}.")
+        if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size <= 0:
+            raise ValueError(f"batch_size must be a positive integer, got {batch_size!r}.")
         history = History()
+        callbacks = [*callbacks, *self.default_callbacks(callbacks), history]
         with _lightning_info(verbose):
-            trainer = self._trainer_for(verbose, max_epochs=epochs, callbacks=[*callbacks, history], **trainer_kwargs)
+            trainer = self._trainer_for(verbose, max_epochs=epochs, callbacks=callbacks, **trainer_kwargs)
             if isinstance(data, L.LightningDataModule):
+                if hasattr(data, "example_input"):
+                    self.check_example_input(data.example_input(), f"data {type(data).__name__}")
                 trainer.fit(self, datamodule=data)
             elif is_loader(data):
                 trainer.fit(self, train_dataloaders=data, val_dataloaders=validation_data)
             else:
-                dm = arrays_to_datamodule(data, y, batch_size, validation_data, validation_split, shuffle_seed)
+                try:
+                    dm = arrays_to_datamodule(data, y, batch_size, validation_data, validation_split, shuffle_seed)
+                except TypeError as err:  # arrays of strings or objects
+                    raise DataError(f"fit(x, y): x and y must hold numbers (int, float or bool): {err}") from err
+                for split, (x, t) in dm.splits.items():  # every label checked before the first step
+                    self.validate_targets(self.check_example_input(x[:2], f"the {split} arrays"), t, f"{split} y")
                 trainer.fit(self, datamodule=dm)
         return history
 
@@ -274,7 +300,8 @@ class Task(EpochMeanLogging):
             data.setup("predict")
             loader: Iterable[Any] = data.predict_dataloader()
         elif not is_loader(data):
-            loader = TensorBatchLoader(as_tensor(data), None, batch_size)
+            check_arrays(x := as_tensor(data), None, "predict data")
+            loader = TensorBatchLoader(x, None, batch_size)
         else:
             loader = data
         was_training = self.training
@@ -309,6 +336,26 @@ class Task(EpochMeanLogging):
         print_fn(str(result))
         return result
 
+    def find_lr(self, data: DataSpec, y: Any = None, batch_size: int = 32, **kwargs: Any) -> LRFinderResult:
+        """Run a learning-rate range test and return the suggestion and the curve; nothing changes.
+
+        Args:
+            data: A DataModule, a train loader, or arrays as for :meth:`fit`.
+            y: Targets when ``data`` is ``x``.
+            batch_size: Batch size for array data. Defaults to 32.
+            **kwargs: :func:`~dlkit.tasks.lr_finder.find_lr` options (``min_lr``,
+                ``max_lr``, ``num_steps``, ``suggestion``...).
+
+        Example:
+            >>> result = clf.find_lr(DigitsDataModule(resize=32))  # doctest: +SKIP
+            >>> clf.compile(optimizer="adam", lr=result.suggestion)  # doctest: +SKIP
+        """
+        if isinstance(data, L.LightningDataModule):
+            return find_lr(self, datamodule=data, **kwargs)
+        if is_loader(data):
+            return find_lr(self, train_dataloaders=data, **kwargs)
+        return find_lr(self, datamodule=arrays_to_datamodule(data, y, batch_size), **kwargs)
+
     # -------------------------------------------------------------- Lightning hooks
     def forward(self, x: Any) -> Any:
         return self.net(x)
@@ -318,13 +365,13 @@ class Task(EpochMeanLogging):
         return out
 
     def training_step(self, batch: Any, batch_idx: int) -> Tensor:
-        return self._shared_step(batch, "train")
+        return self._shared_step(batch, "train", batch_idx)
 
     def validation_step(self, batch: Any, batch_idx: int) -> None:
-        self._shared_step(batch, "val")
+        self._shared_step(batch, "val", batch_idx)
 
     def test_step(self, batch: Any, batch_idx: int) -> None:
-        self._shared_step(batch, "test")
+        self._shared_step(batch, "test", batch_idx)
 
     def predict_step(self, batch: Any, batch_idx: int, dataloader_idx: int = 0) -> Any:
         x = batch[0] if isinstance(batch, (tuple, list)) else batch
@@ -334,13 +381,6 @@ class Task(EpochMeanLogging):
         # The sanity check must not count as the best validation epoch so far.
         for tracker in self.best_trackers.values():
             tracker.reset()
-
-    def on_train_epoch_start(self) -> None:
-        super().on_train_epoch_start()
-        # The rate used during this epoch; logged from the task (not LearningRateMonitor)
-        # so runs without a logger record it too.
-        if self.trainer.optimizers:
-            self.log("train/lr", self.trainer.optimizers[0].param_groups[0]["lr"], on_step=False, on_epoch=True)
 
     def on_validation_epoch_end(self) -> None:
         if self.trainer.sanity_checking:
@@ -364,17 +404,44 @@ class Task(EpochMeanLogging):
         optimizer = build_optimizer(self.optimizer_factory, params, prefer_fused=not (mixed or sparse))
         if self.scheduler_factory is None:
             return optimizer
+        interval = schedule_interval(self.scheduler_factory, self.scheduler_interval)
         scheduler = fill_schedule_defaults(
             self.scheduler_factory,
             max_epochs=self.trainer.max_epochs,
             total_steps=lambda: self.trainer.estimated_stepping_batches,
-            per_step=self.scheduler_interval == "step",
+            per_step=interval == "step",
             monitor_mode=self.monitor_mode,
+            net=self.net,
         )(optimizer=optimizer)
         return {
             "optimizer": optimizer,
-            "lr_scheduler": {"scheduler": scheduler, "interval": self.scheduler_interval, "monitor": self.monitor},
+            "lr_scheduler": {"scheduler": scheduler, "interval": interval, "monitor": self.monitor},
         }
+
+    @classmethod
+    def load_from_checkpoint(  # type: ignore[override]
+        cls,
+        checkpoint_path: Any,
+        map_location: Any = None,
+        hparams_file: Any = None,
+        strict: bool | None = None,
+        **kwargs: Any,
+    ) -> Any:
+        """Lightning's ``load_from_checkpoint``, always with ``weights_only=True``.
+
+        Lightning passes ``weights_only=None``, which ``TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD=1``
+        turns into a full unpickle: a checkpoint from someone else must never run code.
+        Arguments are Lightning's; ``net=`` is required (the network is no hyper-parameter).
+
+        Example:
+            >>> clf = Classifier.load_from_checkpoint("last.ckpt", net=create_model("lenet5"))  # doctest: +SKIP
+        """
+        if kwargs.pop("weights_only", True) is not True:
+            raise ValueError("dlkit loads checkpoints with weights_only=True only.")
+        return super().load_from_checkpoint(
+            checkpoint_path, map_location=map_location, hparams_file=hparams_file, strict=strict,
+            weights_only=True, **kwargs,
+        )  # fmt: skip
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         # A checkpoint carries the composed run config when Hydra made it, so
@@ -414,28 +481,6 @@ class Task(EpochMeanLogging):
         """Build metric ``name`` for ``output`` (subclasses decide the kind)."""
         return build_metric(name, "regression")
 
-    def _compute_losses(self, out: Any, y: Any) -> tuple[Tensor, dict[str, Tensor]]:
-        if isinstance(out, Mapping):
-            if not isinstance(y, Mapping):
-                raise ValueError(
-                    f"The network returns outputs {sorted(out)} but the targets are a single tensor; "
-                    "give targets as a dict with the same keys."
-                )
-            parts = {}
-            for name, fn in self.loss_fns.items():
-                if name not in out or name not in y:
-                    raise ValueError(
-                        f"Loss for output {name!r}, but outputs are {sorted(out)} and targets {sorted(y)}."
-                    )
-                parts[name] = fn(out[name], y[name])
-            total = sum(self.loss_weights.get(k, 1.0) * v for k, v in parts.items())
-            return total, parts  # type: ignore[return-value]
-        if SINGLE_OUTPUT not in self.loss_fns:
-            raise ValueError(
-                f"compile() got losses per output {sorted(self.loss_fns)} but the network returns one tensor."
-            )
-        return self.loss_fns[SINGLE_OUTPUT](out, y), {}
-
     def _split_auxiliary(self, out: Any) -> tuple[Any, dict[str, Any]]:
         """Separate auxiliary heads' outputs from the main one.
 
@@ -448,10 +493,11 @@ class Task(EpochMeanLogging):
             return out["logits"], {k: v for k, v in out.items() if k != "logits"}
         return out, {}
 
-    def _shared_step(self, batch: Any, stage: str) -> Tensor:
+    def _shared_step(self, batch: Any, stage: str, batch_idx: int = 0) -> Tensor:
         x, y = batch
         out, auxiliary = self._split_auxiliary(self(x))
-        loss, parts = self._compute_losses(out, y)
+        self.validate_targets(out, y, f"{stage} batch {batch_idx}: y")
+        loss, parts = combine_losses(self.loss_fns, self.loss_weights, out, y, single_key=SINGLE_OUTPUT)
         if auxiliary:
             aux_loss = sum(self.loss_fns[SINGLE_OUTPUT](a, y) for a in auxiliary.values())
             loss = loss + getattr(self.net, "aux_loss_weight", 0.3) * aux_loss
@@ -491,6 +537,32 @@ class Task(EpochMeanLogging):
     def metric_inputs(self, out: Tensor, target: Tensor) -> tuple[Tensor, Tensor]:
         """Adapt ``(output, target)`` to what the torchmetrics objects expect."""
         return out.detach(), target
+
+    def validate_targets(self, out: Any, y: Any, where: str) -> None:
+        """Raise a :class:`~dlkit.data.checks.DataError` when targets ``y`` do not fit outputs ``out``.
+
+        Runs on every batch (``where`` names it: ``"train batch 3: y"``) and, in :meth:`fit`,
+        on whole arrays before training. Subclasses check their kind of target; here, nothing.
+        """
+
+    def check_example_input(self, example: Any, data: str) -> Any:
+        """Run the network once on ``example`` (a few inputs of ``data``), so a mismatch fails before training.
+
+        Returns:
+            The outputs (main output only, for networks with auxiliary heads).
+
+        Raises:
+            dlkit.config.ConfigError: Naming the network, ``data`` and the input's shape.
+        """
+        example = example.to(self.device) if isinstance(example, Tensor) else example
+        out = check_net_accepts(self.net, example, f"model {type(self.net).__name__}", data)
+        return self._split_auxiliary(out)[0]
+
+    def default_callbacks(self, given: Sequence[L.Callback]) -> list[L.Callback]:
+        """Callbacks every training run gets beside ``given``: a TerminateOnNaN and a LearningRateLogger
+        (``train/lr``), each unless ``given`` has one."""
+        defaults = [TerminateOnNaN(), LearningRateLogger()]
+        return [d for d in defaults if not any(isinstance(c, type(d)) for c in given)]
 
     def _trainer_for(self, verbose: bool, **kwargs: Any) -> L.Trainer:
         defaults: dict[str, Any] = {

@@ -10,6 +10,7 @@ from torch import Tensor
 
 from dlkit.losses import BCELoss
 from dlkit.tasks.base import SINGLE_OUTPUT, Task
+from dlkit.tasks.checks import check_class_targets
 from dlkit.tasks.metrics import build_metric
 
 __all__ = ["Classifier"]
@@ -74,6 +75,14 @@ class Classifier(Task):
     def build_metric(self, output: str, name: str) -> tuple[str, Any]:
         kind = "binary" if self._is_binary(output) else "multiclass"
         return build_metric(name, kind, self.num_classes_of(output))
+
+    def validate_targets(self, out: Any, y: Any, where: str) -> None:
+        """Labels must be class indices in ``[0, C)`` (or probabilities); see :func:`~dlkit.tasks.checks.check_class_targets`."""
+        if isinstance(out, Tensor) and isinstance(y, Tensor):
+            check_class_targets(out, y, where, getattr(self.loss_fns[SINGLE_OUTPUT], "ignore_index", None))
+        elif isinstance(out, Mapping) and isinstance(y, Mapping):
+            for name in self.loss_fns.keys() & out.keys() & y.keys():
+                check_class_targets(out[name], y[name], f"{where}[{name!r}]", getattr(self.loss_fns[name], "ignore_index", None))
 
     def metric_inputs(self, out: Tensor, target: Tensor) -> tuple[Tensor, Tensor]:
         out = out.detach()

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any, Literal
 
 import torch.nn as nn
 from torch import Tensor
 
 from dlkit.tasks.base import Task
+from dlkit.tasks.checks import check_regression_targets
 
 __all__ = ["Regressor"]
 
@@ -39,6 +41,14 @@ class Regressor(Task):
         **kwargs: Any,
     ) -> None:
         super().__init__(net, monitor=monitor, monitor_mode=monitor_mode, **kwargs)
+
+    def validate_targets(self, out: Any, y: Any, where: str) -> None:
+        """One finite target per output; see :func:`~dlkit.tasks.checks.check_regression_targets`."""
+        if isinstance(out, Tensor) and isinstance(y, Tensor):
+            check_regression_targets(out, y, where)
+        elif isinstance(out, Mapping) and isinstance(y, Mapping):
+            for name in self.loss_fns.keys() & out.keys() & y.keys():
+                check_regression_targets(out[name], y[name], f"{where}[{name!r}]")
 
     def metric_inputs(self, out: Tensor, target: Tensor) -> tuple[Tensor, Tensor]:
         out = out.detach()
