@@ -2,8 +2,20 @@
 
 from dlkit.callbacks.early_stopping import EarlyStopping
 from dlkit.callbacks.history import History
+from dlkit.callbacks.last_checkpoint import LastCheckpoint
+from dlkit.callbacks.resume_state import ResumeState
 from dlkit.callbacks.attention_logger import AttentionHeatmapLogger
 from dlkit.callbacks.teacher_forcing import TeacherForcingSchedule
+from dlkit.callbacks.terminate_on_nan import NonFiniteLossError, TerminateOnNaN
+from dlkit.callbacks.dropout_schedule import DropoutSchedule
+from dlkit.callbacks.lr_logger import LearningRateLogger
+from dlkit.callbacks.gradient_health import GradientHealth
+from dlkit.callbacks.confusion_matrix import ConfusionMatrix
+from dlkit.callbacks.misclassified import Misclassified
 
 __all__ = ["EarlyStopping", "History"]
 __all__ += ["AttentionHeatmapLogger", "TeacherForcingSchedule"]
+__all__ += ["LastCheckpoint", "ResumeState"]
+__all__ += ["ConfusionMatrix", "GradientHealth", "Misclassified"]
+__all__ += ["DropoutSchedule", "LearningRateLogger"]
+__all__ += ["NonFiniteLossError", "TerminateOnNaN"]

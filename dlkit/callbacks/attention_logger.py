@@ -3,44 +3,75 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import Sequence
 from typing import Any
 
 import lightning as L
 import torch
+from matplotlib.figure import Figure
 from torch import Tensor
 
+from dlkit.callbacks.figures import figure_rgb, tensorboard_writer
 from dlkit.models.decoding import greedy_decode
 
-__all__ = ["AttentionHeatmapLogger", "attention_image"]
+__all__ = ["AttentionHeatmapLogger", "attention_figure", "token_label"]
 
 log = logging.getLogger(__name__)
 
 
-def attention_image(weights: Tensor, cell: int = 12) -> Tensor:
-    """Render an attention matrix as an RGB heatmap (no plotting library needed).
+def token_label(token: str) -> str:
+    """A token as a tick label: a space shows as ``␣``, an empty token as ``∅``."""
+    return token.replace(" ", "␣") if token else "∅"
 
-    Rows are target (decoded) tokens top to bottom, columns source tokens left to
-    right; each weight becomes a ``cell x cell`` square coloured black -> red ->
-    yellow -> white ("hot" colour map) by its size relative to the largest weight.
+
+def attention_figure(weights: Tensor, src_tokens: Sequence[str], out_tokens: Sequence[str], cell: int = 12) -> Figure:
+    """Draw an attention matrix labelled with its tokens.
+
+    Rows are the predicted (decoded) tokens top to bottom, columns the source tokens
+    left to right; the colour bar gives the attention weight, and the title says which
+    axis is which.
 
     Args:
-        weights: ``(T, S)`` attention of each target step over the source.
-        cell: Pixels per matrix entry. Defaults to 12.
+        weights: ``(T, S)`` attention of each predicted token over the source.
+        src_tokens: ``S`` source tokens (x-axis tick labels, see :func:`token_label`).
+        out_tokens: ``T`` predicted tokens (y-axis tick labels).
+        cell: Pixels per matrix entry (at 100 dpi); the tick font follows it.
+            Defaults to 12.
 
     Returns:
-        ``(3, T * cell, S * cell)`` float image in ``[0, 1]`` (CHW, for ``add_image``).
+        The figure; ``fig.axes[0]`` is the heatmap, ``fig.axes[1]`` the colour bar.
 
     Example:
-        >>> attention_image(torch.softmax(torch.randn(10, 17), -1)).shape
-        torch.Size([3, 120, 204])
+        >>> fig = attention_figure(torch.softmax(torch.randn(2, 3), -1), list("abc"), ["x", "<eos>"])
+        >>> [t.get_text() for t in fig.axes[0].get_yticklabels()]
+        ['x', '<eos>']
     """
     if weights.ndim != 2:
-        raise ValueError(f"attention_image expects a (T, S) matrix, got shape {tuple(weights.shape)}.")
-    w = weights.detach().float().cpu().clamp_min(0)
-    w = w / w.max().clamp_min(1e-12)
-    # "hot": red rises first, then green, then blue.
-    rgb = torch.stack([(3 * w).clamp(0, 1), (3 * w - 1).clamp(0, 1), (3 * w - 2).clamp(0, 1)])  # (3, T, S)
-    return rgb.repeat_interleave(cell, dim=1).repeat_interleave(cell, dim=2)  # (3, T*cell, S*cell)
+        raise ValueError(f"attention_figure expects a (T, S) matrix, got shape {tuple(weights.shape)}.")
+    T, S = weights.shape
+    if (T, S) != (len(out_tokens), len(src_tokens)):
+        raise ValueError(
+            f"attention_figure got a {T}x{S} matrix but {len(out_tokens)} predicted and "
+            f"{len(src_tokens)} source tokens."
+        )
+    w = weights.detach().float().cpu().numpy()
+    dpi, font = 100, max(5.0, min(10.0, 0.7 * cell))
+    # Room around the matrix for the labels, the colour bar and a two-line title.
+    label = max((len(t) for t in out_tokens), default=1) * font / 110
+    fig = Figure(figsize=(max(4.5, S * cell / dpi + label + 1.8), max(2.5, T * cell / dpi + 1.9)), dpi=dpi,
+                 layout="constrained")
+    ax = fig.add_subplot()
+    # aspect="auto": the figure's size already makes the cells about square.
+    im = ax.imshow(w, cmap="viridis", vmin=0.0, vmax=max(float(w.max()), 1e-12), aspect="auto",
+                   interpolation="nearest")
+    fig.colorbar(im, ax=ax, label="attention weight")
+    ax.set_xticks(range(S), labels=[token_label(t) for t in src_tokens], fontsize=font,
+                  rotation=90 if max(map(len, src_tokens), default=0) > 1 else 0)
+    ax.set_yticks(range(T), labels=[token_label(t) for t in out_tokens], fontsize=font)
+    ax.set_xlabel("source tokens")
+    ax.set_ylabel("predicted tokens")
+    ax.set_title("Attention weights\nrows = predicted tokens, columns = source tokens", fontsize=9)
+    return fig
 
 
 class AttentionHeatmapLogger(L.Callback):
@@ -48,8 +79,9 @@ class AttentionHeatmapLogger(L.Callback):
 
     Every ``every_n_epochs`` validation epochs (first at epoch 0), the first
     ``num_examples`` sources of the validation split are decoded greedily; for each,
-    ``attention/<i>`` shows its attention (rows: predicted tokens, columns: source
-    tokens; see :func:`attention_image`), and one text panel ``attention/examples``
+    ``attention/<i>`` shows its attention as a labelled heatmap (rows: predicted tokens,
+    columns: source tokens, a colour bar; see :func:`attention_figure`), and one text
+    panel ``attention/examples``
     lists source, prediction and reference with the heatmaps' axis labels. Networks
     without attention (``attention_weights`` None) get the text panel only. Without
     a TensorBoard logger the callback does nothing.
@@ -60,7 +92,8 @@ class AttentionHeatmapLogger(L.Callback):
     Args:
         every_n_epochs: Log every this many epochs. Defaults to 1.
         num_examples: Validation examples shown. Defaults to 4.
-        cell: Pixels per attention weight in the images. Defaults to 12.
+        cell: Pixels per attention weight in the images (the tick labels' size
+            follows it). Defaults to 12.
 
     Example:
         >>> task.fit(dm, epochs=10, logger=TensorBoardLogger("logs"),
@@ -76,7 +109,7 @@ class AttentionHeatmapLogger(L.Callback):
     def on_validation_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         if trainer.sanity_checking or trainer.current_epoch % self.every_n_epochs:
             return
-        writer = _tensorboard_writer(trainer)
+        writer = tensorboard_writer(trainer)
         if writer is None:
             log.debug("AttentionHeatmapLogger: no TensorBoard logger, nothing logged.")
             return
@@ -88,7 +121,7 @@ class AttentionHeatmapLogger(L.Callback):
         step = trainer.global_step
         panel = self.render(pl_module, examples)
         for i, image in enumerate(panel["images"]):
-            writer.add_image(f"attention/{i}", image, global_step=step, dataformats="CHW")
+            writer.add_image(f"attention/{i}", image, global_step=step, dataformats="HWC")
         writer.add_text("attention/examples", panel["text"], global_step=step)
 
     @torch.no_grad()
@@ -100,8 +133,9 @@ class AttentionHeatmapLogger(L.Callback):
             examples: ``(source, reference)`` strings.
 
         Returns:
-            ``{"images": [(3, H, W), ...] (one per example, empty without attention),
-            "text": markdown, "predictions": [str, ...]}``.
+            ``{"figures": [Figure, ...] (one per example, empty without attention),
+            "images": [(H, W, 3) uint8, ...] (the figures' pixels), "text": markdown,
+            "predictions": [str, ...]}``.
         """
         net = task.net
         was_training = net.training
@@ -115,7 +149,7 @@ class AttentionHeatmapLogger(L.Callback):
         finally:
             net.train(was_training)
         src_vocab, tgt_vocab = task.src_vocab, task.tgt_vocab
-        images, rows, axes = [], [], []
+        figures, rows, axes = [], [], []
         for i, (source, reference) in enumerate(examples):
             ids = tokens[i].tolist()
             # Rows of the heatmap: decoded tokens up to and including <eos>.
@@ -127,18 +161,10 @@ class AttentionHeatmapLogger(L.Callback):
             out_tokens = [tgt_vocab.decode([t], strip_special=False) for t in ids[:n_out]]
             axes.append((src_tokens, out_tokens))
             if weights is not None and weights.shape[0] == len(examples):
-                images.append(attention_image(weights[i, :n_out, :n_src], self.cell))
-        text = _markdown(rows, axes, with_images=bool(images))
-        return {"images": images, "text": text, "predictions": [r[1] for r in rows]}
-
-
-def _tensorboard_writer(trainer: L.Trainer) -> Any:
-    from lightning.pytorch.loggers import TensorBoardLogger
-
-    for logger in trainer.loggers:
-        if isinstance(logger, TensorBoardLogger):
-            return logger.experiment
-    return None
+                figures.append(attention_figure(weights[i, :n_out, :n_src], src_tokens, out_tokens, self.cell))
+        text = _markdown(rows, axes, with_images=bool(figures))
+        images = [figure_rgb(fig) for fig in figures]
+        return {"figures": figures, "images": images, "text": text, "predictions": [r[1] for r in rows]}
 
 
 def _cell(text: str) -> str:

@@ -465,7 +465,7 @@ def load_weights_into(
             kind, with counts).
 
     Example:
-        >>> load_weights_into(create_model("resnet18", num_classes=10), torch.load("r18.pt"))
+        >>> load_weights_into(create_model("resnet18", num_classes=10), torch.load("r18.pt", weights_only=True))
     """
     own = model.state_dict()
     weights = dict(state_dict)

@@ -16,7 +16,15 @@ from typing import Any
 import torch
 from torch import Tensor
 
-__all__ = ["OptimizerFactory", "SchedulerFactory", "build_optimizer", "check_lr", "fill_schedule_defaults"]
+__all__ = [
+    "OptimizerFactory",
+    "SchedulerFactory",
+    "build_optimizer",
+    "check_lr",
+    "fill_schedule_defaults",
+    "model_d_model",
+    "schedule_interval",
+]
 
 OptimizerFactory = Callable[..., torch.optim.Optimizer]
 SchedulerFactory = Callable[..., Any]
@@ -93,6 +101,56 @@ def check_lr(factory: Any) -> None:
         raise ValueError(f"optimizer.lr must be > 0, got {lr}.")
 
 
+def schedule_interval(factory: SchedulerFactory, task_interval: str = "epoch") -> str:
+    """When a scheduler steps: its option's own ``interval``, else the task's ``scheduler_interval``.
+
+    A schedule defined per optimiser step (``one_cycle``, ``noam``, ``cosine_restarts``)
+    says ``interval: step`` in its ``conf/scheduler`` option, so ``scheduler=one_cycle``
+    steps every step without another key; options with ``interval: null`` (and
+    factories without the keyword) follow ``task.scheduler_interval``. An explicit
+    ``scheduler.interval=epoch`` overrides an option's choice.
+
+    Args:
+        factory: ``f(optimizer) -> LRScheduler``; a ``functools.partial`` may carry an
+            ``interval`` keyword (``"step"``, ``"epoch"`` or None).
+        task_interval: The task's ``scheduler_interval``. Defaults to ``"epoch"``.
+
+    Returns:
+        ``"step"`` or ``"epoch"``.
+
+    Raises:
+        ValueError: An ``interval`` other than ``"step"``, ``"epoch"`` or None.
+
+    Example:
+        >>> schedule_interval(functools.partial(torch.optim.lr_scheduler.OneCycleLR, interval="step"))
+        'step'
+        >>> schedule_interval(functools.partial(torch.optim.lr_scheduler.StepLR, interval=None), "step")
+        'step'
+    """
+    interval = getattr(factory, "keywords", {}).get("interval")
+    if interval is None:
+        return task_interval
+    if interval not in ("step", "epoch"):
+        raise ValueError(
+            f"scheduler.interval must be 'step', 'epoch' or null (null: task.scheduler_interval), got {interval!r}."
+        )
+    return interval
+
+
+def model_d_model(net: Any) -> int | None:
+    """The width ``d_model`` of a network: ``net.cfg.d_model`` or ``net.d_model``, else None.
+
+    Example:
+        >>> model_d_model(torch.nn.TransformerEncoderLayer(d_model=32, nhead=4)) is None
+        True
+    """
+    for owner in (getattr(net, "cfg", None), net):
+        value = getattr(owner, "d_model", None)
+        if isinstance(value, int) and not isinstance(value, bool):
+            return value
+    return None
+
+
 def fill_schedule_defaults(
     factory: SchedulerFactory,
     *,
@@ -100,14 +158,16 @@ def fill_schedule_defaults(
     total_steps: int | Callable[[], int],
     per_step: bool,
     monitor_mode: str,
-
+    net: Any = None,
 ) -> SchedulerFactory:
     """Fill the scheduler arguments a config leaves ``null`` from the run.
 
-    ``T_max`` (cosine) becomes ``max_epochs`` (or ``total_steps`` when the schedule
-    steps per optimiser step), ``total_steps`` (one-cycle) the run's optimiser steps,
-    and ``mode`` (plateau) the task's ``monitor_mode``, so a schedule spans the run and
-    follows the monitored metric the right way up by default.
+    The horizons span the run in the schedule's interval: ``T_max`` (cosine,
+    warmup_cosine, cosine_restarts, noam) and ``total_steps`` (one_cycle) become
+    ``max_epochs``, or the run's optimiser steps when the schedule steps per optimiser
+    step. ``mode`` (plateau) becomes the task's ``monitor_mode`` and ``d_model`` (noam)
+    the network's (:func:`model_d_model`). The ``interval`` keyword, which is read by
+    :func:`schedule_interval` and not the scheduler's, is dropped.
 
     Args:
         factory: ``f(optimizer) -> LRScheduler``, usually a ``functools.partial``.
@@ -117,9 +177,14 @@ def fill_schedule_defaults(
             set up the data).
         per_step: Whether the scheduler steps every optimiser step (else every epoch).
         monitor_mode: ``"min"`` or ``"max"``, the direction of the monitored metric.
+        net: The network trained, for ``d_model``. Defaults to None.
 
     Returns:
         The factory with the ``null`` arguments bound (the same object when none were).
+
+    Raises:
+        ValueError: A null ``d_model`` and a network without one (the message names
+            ``scheduler.d_model``).
 
     Example:
         >>> f = functools.partial(torch.optim.lr_scheduler.CosineAnnealingLR, T_max=None)
@@ -129,10 +194,20 @@ def fill_schedule_defaults(
     keywords = getattr(factory, "keywords", {})
     steps = (lambda: int(total_steps())) if callable(total_steps) else (lambda: int(total_steps))
     fills: dict[str, Any] = {}
-    if "T_max" in keywords and keywords["T_max"] is None:
-        fills["T_max"] = steps() if per_step else max_epochs
-    if "total_steps" in keywords and keywords["total_steps"] is None:
-        fills["total_steps"] = steps()
+    for key in ("T_max", "total_steps"):
+        if key in keywords and keywords[key] is None:
+            fills[key] = steps() if per_step else max_epochs
     if "mode" in keywords and keywords["mode"] is None:
         fills["mode"] = monitor_mode
+    if "d_model" in keywords and keywords["d_model"] is None:
+        d_model = model_d_model(net)
+        if d_model is None:
+            raise ValueError(
+                f"scheduler.d_model is null and the network ({type(net).__name__}) has no `cfg.d_model` or "
+                "`d_model` to fill it from: set scheduler.d_model."
+            )
+        fills["d_model"] = d_model
+    if "interval" in keywords and isinstance(factory, functools.partial):
+        kept = {k: v for k, v in keywords.items() if k != "interval"}
+        return functools.partial(factory.func, *factory.args, **{**kept, **fills})
     return functools.partial(factory, **fills) if fills else factory

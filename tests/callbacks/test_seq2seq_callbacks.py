@@ -5,12 +5,13 @@ from __future__ import annotations
 import logging
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger
 
 from dlkit.callbacks import AttentionHeatmapLogger, TeacherForcingSchedule
-from dlkit.callbacks.attention_logger import attention_image
+from dlkit.callbacks.attention_logger import attention_figure, token_label
 from dlkit.data import DateTranslationDataModule
 from dlkit.tasks import Seq2Seq
 from tests.tasks.seq2seq_standins import CopyOracle, date_data, tiny_task
@@ -47,15 +48,24 @@ def _events(event_dir: Path) -> tuple[dict[str, int], dict[str, list[str]]]:
     return images, texts
 
 
-def test_attention_image_is_a_hot_heatmap_scaled_to_the_largest_weight() -> None:
-    weights = torch.tensor([[0.0, 1.0], [0.5, 0.5]])
-    img = attention_image(weights, cell=3)
-    assert img.shape == (3, 6, 6) and img.min() >= 0 and img.max() <= 1
-    assert torch.equal(img[:, 0, 0], torch.zeros(3))  # weight 0: black
-    assert torch.equal(img[:, 0, 3], torch.ones(3))  # the largest weight: white
-    assert img[0, 3, 0] == 1 and img[2, 3, 0] == 0  # half: red and some yellow, no blue
+def test_attention_figure_labels_its_axes_with_the_tokens() -> None:
+    weights = torch.tensor([[0.0, 1.0, 0.0], [0.5, 0.25, 0.25]])
+    fig = attention_figure(weights, ["a", " ", "<eos>"], ["x", "<eos>"], cell=3)
+    heatmap, colour_bar = fig.axes
+    assert [t.get_text() for t in heatmap.get_xticklabels()] == ["a", "␣", "<eos>"]  # source tokens across
+    assert [t.get_text() for t in heatmap.get_yticklabels()] == ["x", "<eos>"]  # predicted tokens down
+    assert (heatmap.get_xlabel(), heatmap.get_ylabel()) == ("source tokens", "predicted tokens")
+    assert "rows = predicted tokens, columns = source tokens" in heatmap.get_title()
+    assert colour_bar.get_ylabel() == "attention weight"
+    assert heatmap.images[0].get_array().tolist() == weights.tolist()
     with pytest.raises(ValueError, match=r"\(T, S\)"):
-        attention_image(torch.ones(2, 2, 2))
+        attention_figure(torch.ones(2, 2, 2), [], [])
+    with pytest.raises(ValueError, match="2 predicted and 2 source tokens"):
+        attention_figure(weights, ["a", "b"], ["x", "y"])
+
+
+def test_attention_figure_docstring_example_runs(docstring_examples) -> None:
+    docstring_examples(attention_figure)
 
 
 def test_heatmaps_and_text_panel_reach_tensorboard(dates, tmp_path: Path) -> None:
@@ -71,14 +81,21 @@ def test_heatmaps_and_text_panel_reach_tensorboard(dates, tmp_path: Path) -> Non
     assert source.replace("|", "\\|") in panel and reference in panel and "columns" in panel
 
 
-def test_render_shapes_follow_the_decoded_and_source_lengths(dates) -> None:
+def test_rendered_heatmaps_are_labelled_with_the_source_and_predicted_tokens(dates) -> None:
     task = _task(dates)
     task.bind_data(dates)
     examples = dates.examples("val")[:2]
     panel = AttentionHeatmapLogger(cell=2).render(task, examples)
-    for (source, _), image, prediction in zip(examples, panel["images"], panel["predictions"]):
+    assert len(panel["figures"]) == len(panel["images"]) == 2
+    for (source, _), fig, image, prediction in zip(examples, panel["figures"], panel["images"], panel["predictions"]):
+        heatmap = fig.axes[0]
+        src = [token_label(t) for t in source]  # one token per character
         rows = min(len(prediction) + 1, task.max_decode_len)  # + <eos>, unless cut at max length
-        assert image.shape == (3, 2 * rows, 2 * len(source))
+        assert [t.get_text() for t in heatmap.get_xticklabels()] == src
+        out = [t.get_text() for t in heatmap.get_yticklabels()]
+        assert len(out) == rows and "".join(out[: len(prediction)]) == prediction.replace(" ", "␣")
+        assert heatmap.images[0].get_array().shape == (rows, len(src))
+        assert image.dtype == np.uint8 and image.ndim == 3 and image.shape[2] == 3
     assert task.net.training  # render restores the mode it found
 
 

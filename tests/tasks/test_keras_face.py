@@ -12,7 +12,7 @@ import torch.nn as nn
 from sklearn.datasets import load_digits
 
 from dlkit import Classifier, Regressor, callbacks, create_model
-from dlkit.config import group_options
+from dlkit.config import group_options, instantiate_option
 from dlkit.data import DiabetesDataModule, DigitsDataModule
 
 QUIET = {"verbose": False, "enable_model_summary": False}
@@ -166,6 +166,8 @@ def test_every_optimizer_config_updates_the_weights(optimizer: str, digits) -> N
 @pytest.mark.parametrize("scheduler", group_options("scheduler"))
 def test_every_scheduler_config_runs(scheduler: str, digits) -> None:
     x, y = digits
+    if scheduler == "noam":  # an MLP has no d_model to fill scheduler.d_model from
+        scheduler = instantiate_option("scheduler", "noam", d_model=32)
     clf = Classifier(_mlp()).compile(optimizer="sgd", lr=0.1, scheduler=scheduler)
     history = clf.fit(x[:256], y[:256], epochs=3, batch_size=64, validation_split=0.25, **QUIET)
     lrs = history.history["train/lr"]
