@@ -398,6 +398,10 @@ def test_payloads_are_live(payload: str, genuine: dict[str, Genuine], tmp_path: 
         refusal = str(err)
     if not crafted.marker.exists() and "blocklisted" in refusal:
         pytest.skip(f"hydra-core {hydra.__version__} refuses it by itself (older 1.3 releases dlkit admits run it)")
+    if payload == DATA_PAYLOAD:
+        # A second guard stops this one at its source: IDXDataModule takes only a real IDXSpec.
+        assert not crafted.marker.exists() and "must be an IDXSpec" in refusal, refusal
+        return
     assert crafted.marker.exists(), f"{payload} is not live: nothing to refuse ({refusal})"
 
 
