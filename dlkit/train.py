@@ -192,12 +192,12 @@ def _runs_dir(cfg: DictConfig) -> Path:
 
 
 def _checkpoint_to_resume(cfg: DictConfig) -> str | None:
-    """The checkpoint ``trainer.fit`` continues from (see :func:`dlkit.checkpoint.resume_checkpoint`)."""
+    """The checkpoint ``trainer.fit`` continues from (see :func:`dlkit.resume.resume_checkpoint`)."""
     return resume_checkpoint(cfg.get("ckpt_path"), cfg.paths.output_dir, _runs_dir(cfg))
 
 
 def _refuse_changed_settings(cfg: DictConfig, ckpt_path: str | None) -> None:
-    """Refuse a resume whose settings differ from the stored run's (see :func:`dlkit.checkpoint.check_resume`)."""
+    """Refuse a resume whose settings differ from the stored run's (see :func:`dlkit.resume.check_resume`)."""
     if ckpt_path and cfg.get("train"):
         check_resume(ckpt_path, _resolved(cfg))
 
@@ -221,7 +221,7 @@ def resume_overrides(args: list[str]) -> list[str]:
         The command line to hand to Hydra.
 
     Raises:
-        dlkit.checkpoint.RunFolderInUseError: The run folder is in use.
+        dlkit.resume.RunFolderInUseError: The run folder is in use.
         ConfigError: ``ckpt_path=last`` with no run to resume.
 
     Example:

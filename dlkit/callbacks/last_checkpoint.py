@@ -19,10 +19,12 @@ class LastCheckpoint(Checkpoint):
     ``last.ckpt`` can be an early epoch. This callback writes it unconditionally, at
     the points a run can resume from bit for bit:
 
-    - after an epoch is complete: validation, ``on_train_epoch_end`` hooks, the
-      epoch's scheduler step and the logging of its training means all done, i.e.
-      when the next epoch starts (and when training ends, for the last one);
-    - right after a training step (``on_train_batch_end``) every ``every_n_steps`` steps.
+    - at the end of every epoch (``on_train_epoch_end``, after its validation and
+      scheduler step; Lightning resumes it at the next epoch's start), and when
+      training ends;
+    - right after a training step (``on_train_batch_end``) every ``every_n_steps``
+      steps, except an epoch's last step, which the epoch's end follows: Lightning
+      would resume a checkpoint taken there as a finished epoch and skip its validation.
 
     The file is written through the trainer, so with dlkit's ``AtomicCheckpointIO``
     plugin it is replaced atomically: a crash during the write leaves the previous one.
@@ -60,8 +62,7 @@ class LastCheckpoint(Checkpoint):
 
     def on_train_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule, outputs: Any, batch: Any,
                            batch_idx: int) -> None:
-        # The last batch is left to the epoch's end: Lightning resumes a checkpoint taken
-        # there as a finished epoch and would skip its validation.
+        # An epoch's last batch is left to the epoch's end (see the class docstring).
         if self.every_n_steps and trainer.global_step % self.every_n_steps == 0 and not trainer.is_last_batch:
             self._save(trainer, "step")
 

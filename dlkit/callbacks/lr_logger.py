@@ -53,6 +53,7 @@ class LearningRateLogger(L.Callback):
         self._momentum = False
 
     def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self._logged_epoch: int | None = None
         configs = trainer.lr_scheduler_configs
         if self.logging_interval == "auto":
             self._per_step = any(c.interval == "step" for c in configs)
@@ -61,15 +62,16 @@ class LearningRateLogger(L.Callback):
         cycles = any(getattr(c.scheduler, "cycle_momentum", False) for c in configs)
         self._momentum = cycles if self.log_momentum is None else self.log_momentum
 
-    def on_train_epoch_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        if not self._per_step:
-            self._log(trainer, pl_module, on_step=False)
-
     def on_train_batch_start(
         self, trainer: L.Trainer, pl_module: L.LightningModule, batch: Any, batch_idx: int
     ) -> None:
         if self._per_step:
             self._log(trainer, pl_module, on_step=True)
+        elif self._logged_epoch != trainer.current_epoch:
+            # At the epoch's first batch, not in on_train_epoch_start: a run resumed
+            # mid-epoch does not start the epoch again but still logs its rate.
+            self._log(trainer, pl_module, on_step=False)
+            self._logged_epoch = trainer.current_epoch
 
     def _log(self, trainer: L.Trainer, pl_module: L.LightningModule, on_step: bool) -> None:
         values = learning_rates(trainer.optimizers, momentum=self._momentum)

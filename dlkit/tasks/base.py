@@ -378,6 +378,7 @@ class Task(EpochMeanLogging):
         return self.postprocess(self(x))
 
     def on_train_start(self) -> None:
+        super().on_train_start()
         # The sanity check must not count as the best validation epoch so far.
         for tracker in self.best_trackers.values():
             tracker.reset()
@@ -444,6 +445,7 @@ class Task(EpochMeanLogging):
         )  # fmt: skip
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        super().on_save_checkpoint(checkpoint)
         # A checkpoint carries the composed run config when Hydra made it, so
         # dlkit-eval can rebuild the network from the file alone.
         if getattr(self, "run_config", None) is not None:

@@ -109,12 +109,79 @@ class EpochMeanLogging(L.LightningModule):
     # (see update_metric): 4 Mi float32 = 16 MB.
     TRAIN_METRIC_BUFFER: int = 1 << 22
 
+    # Checkpoint key of a training epoch cut short by a mid-epoch checkpoint.
+    EPOCH_STATE_KEY = "dlkit_epoch_means"
+
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self._train_epoch = EpochAccumulator(self.TRAIN_METRIC_BUFFER)
+        self._resumed_epoch: dict[str, Any] | None = None
+        self._keep_resumed = False
+
+    def on_train_start(self) -> None:
+        # After a checkpoint is restored and before the first batch: a run resumed
+        # mid-epoch continues that epoch's sums (Lightning may not restart the epoch hooks).
+        self._keep_resumed = False
+        if self._resumed_epoch:
+            self._train_epoch = EpochAccumulator(self.TRAIN_METRIC_BUFFER)
+            self.load_epoch_state(self._resumed_epoch)
+            self._keep_resumed = True
+        self._resumed_epoch = None
 
     def on_train_epoch_start(self) -> None:
+        if self._keep_resumed:
+            self._keep_resumed = False
+            return
         self._train_epoch = EpochAccumulator(self.TRAIN_METRIC_BUFFER)
+
+    def epoch_state(self) -> dict[str, Any]:
+        """The training epoch so far: sums, sample count and the training metrics' states.
+
+        Empty between epochs. A checkpoint written mid-epoch holds it, so a run resumed
+        from there logs the same epoch means as one that was never interrupted.
+        """
+        acc = self._train_epoch
+        if not acc.count:
+            return {}
+        acc.update_metrics()
+        members: list[Metric] = []
+        for metric in acc.metrics.values():
+            members += list(metric.values()) if isinstance(metric, MetricCollection) else [metric]
+        wanted = {id(m) for m in members}
+        states = {}
+        for name, module in self.named_modules():
+            if isinstance(module, Metric) and id(module) in wanted:
+                module.persistent(True)  # torchmetrics' public way to put states in state_dict
+                states[name] = {k: v.detach().cpu().clone() for k, v in module.state_dict().items()}
+                module.persistent(False)
+        return {
+            "sums": {k: v.detach().cpu() for k, v in acc.sums.items()},
+            "count": acc.count,
+            "prog_bar": sorted(acc.prog_bar),
+            "metric_states": states,
+        }
+
+    def load_epoch_state(self, state: Mapping[str, Any]) -> None:
+        """Continue the training epoch :meth:`epoch_state` describes."""
+        if not state:
+            return
+        acc = self._train_epoch
+        acc.sums = {k: v.to(self.device) for k, v in state["sums"].items()}
+        acc.count, acc.prog_bar = state["count"], set(state["prog_bar"])
+        modules = dict(self.named_modules())
+        for name, metric_state in state["metric_states"].items():
+            metric = modules[name]
+            metric.persistent(True)
+            metric.load_state_dict(metric_state, strict=False)
+            metric.persistent(False)
+
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        state = self.epoch_state()
+        if state:
+            checkpoint[self.EPOCH_STATE_KEY] = state
+
+    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        self._resumed_epoch = checkpoint.get(self.EPOCH_STATE_KEY)
 
     def on_train_epoch_end(self) -> None:
         # An epoch a callback stops early never reaches its last batch: loggers still get

