@@ -12,22 +12,11 @@ import lightning as L
 import torch.nn as nn
 from lightning.pytorch.utilities import rank_zero_warn
 
-from dlkit.layers import Dropout, Dropout2d, RNNBase
+from dlkit.layers import DROPOUT_TYPES, RNNBase
 
 __all__ = ["SCHEDULES", "DropoutSchedule", "dropout_sites"]
 
 SCHEDULES = ("constant", "linear", "step", "cosine", "curriculum", "early", "late")
-# Modules whose `p` is the rate: dlkit's dropout layers and torch's.
-_P_MODULES = (
-    Dropout,
-    Dropout2d,
-    nn.Dropout,
-    nn.Dropout1d,
-    nn.Dropout2d,
-    nn.Dropout3d,
-    nn.AlphaDropout,
-    nn.FeatureAlphaDropout,
-)
 
 
 def dropout_sites(model: nn.Module) -> dict[str, tuple[nn.Module, str]]:
@@ -45,13 +34,13 @@ def dropout_sites(model: nn.Module) -> dict[str, tuple[nn.Module, str]]:
       torch's ``nn.MultiheadAttention``.
 
     Example:
-        >>> net = nn.Sequential(Dropout(0.1), nn.LSTM(4, 4, num_layers=2), nn.LSTM(4, 4))
+        >>> net = nn.Sequential(nn.Dropout(0.1), nn.LSTM(4, 4, num_layers=2), nn.LSTM(4, 4))
         >>> {name: attr for name, (_, attr) in dropout_sites(net).items()}
         {'0': 'p', '1': 'dropout'}
     """
     sites: dict[str, tuple[nn.Module, str]] = {}
     for name, module in model.named_modules():
-        if isinstance(module, _P_MODULES):
+        if isinstance(module, DROPOUT_TYPES):
             sites[name] = (module, "p")
         elif isinstance(module, nn.MultiheadAttention) or (
             isinstance(module, (RNNBase, nn.RNNBase)) and module.num_layers > 1

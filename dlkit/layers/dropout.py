@@ -12,7 +12,7 @@ import torch
 import torch.nn as nn
 from torch import Tensor
 
-__all__ = ["Dropout", "Dropout2d", "mc_predict"]
+__all__ = ["DROPOUT_TYPES", "Dropout", "Dropout2d", "mc_predict"]
 
 
 class _DropoutNd(nn.Module):
@@ -110,7 +110,8 @@ class Dropout2d(_DropoutNd):
         return (N, C, 1, 1)  # one draw per channel, broadcast over H and W
 
 
-_DROPOUT_TYPES = (
+# Every module whose `p` is a dropout rate: dlkit's dropout layers and torch's.
+DROPOUT_TYPES = (
     _DropoutNd,
     nn.Dropout,
     nn.Dropout1d,
@@ -154,7 +155,7 @@ def mc_predict(model: nn.Module, x: Tensor, samples: int = 30) -> tuple[Tensor, 
     try:
         model.eval()
         for module in model.modules():
-            if isinstance(module, _DROPOUT_TYPES):
+            if isinstance(module, DROPOUT_TYPES):
                 module.train()
         outputs = torch.stack([model(x) for _ in range(samples)])  # (samples, *out)
     finally:
