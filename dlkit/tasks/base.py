@@ -23,7 +23,7 @@ from omegaconf import OmegaConf
 import torch
 import torch.nn as nn
 from torch import Tensor
-from torchmetrics import MaxMetric, MetricCollection, MinMetric
+from torchmetrics import MetricCollection
 
 from dlkit.callbacks.history import History
 from dlkit.callbacks.lr_logger import LearningRateLogger
@@ -34,6 +34,7 @@ from dlkit.data.checks import DataError, check_arrays
 from dlkit.data.tensor import TensorBatchLoader, arrays_to_datamodule, as_loader, as_tensor, is_loader
 from dlkit.layers import weight_penalty
 from dlkit.losses import LossSpec, as_loss_module, combine_losses
+from dlkit.tasks.best import BestValueLogging
 from dlkit.tasks.epoch_means import EpochMeanLogging
 from dlkit.tasks.lr_finder import LRFinderResult, find_lr
 from dlkit.tasks.metrics import build_metric, metric_mode
@@ -58,7 +59,7 @@ STAGES = ("train", "val", "test")
 SINGLE_OUTPUT = "_"
 
 
-class Task(EpochMeanLogging):
+class Task(BestValueLogging, EpochMeanLogging):
     """Base class of dlkit's tasks: loss, metrics, optimiser wiring and the Keras face.
 
     Args:
@@ -377,21 +378,6 @@ class Task(EpochMeanLogging):
         x = batch[0] if isinstance(batch, (tuple, list)) else batch
         return self.postprocess(self(x))
 
-    def on_train_start(self) -> None:
-        super().on_train_start()
-        # The sanity check must not count as the best validation epoch so far.
-        for tracker in self.best_trackers.values():
-            tracker.reset()
-
-    def on_validation_epoch_end(self) -> None:
-        if self.trainer.sanity_checking:
-            return
-        for name, tracker in self.best_trackers.items():
-            current = self.trainer.callback_metrics.get(f"val/{name}")
-            if current is not None:
-                tracker(current.detach().cpu())
-                self.log(f"val/{name}_best", tracker.compute(), prog_bar=name == self._headline)
-
     def configure_optimizers(self) -> Any:
         # Frozen parameters are left out, so freezing (requires_grad=False) also
         # saves optimiser state and time.
@@ -454,7 +440,7 @@ class Task(EpochMeanLogging):
     # ------------------------------------------------------------------ internals
     def _build_metrics(self, per_output: Mapping[str, Sequence[str]]) -> None:
         collections: dict[str, MetricCollection] = {}
-        self.best_trackers = nn.ModuleDict()
+        best: dict[str, str] = {}
         self._headline = ""
         for output, names in per_output.items():
             if output not in self.loss_fns:
@@ -466,7 +452,8 @@ class Task(EpochMeanLogging):
             for short in built:
                 key = short if output == SINGLE_OUTPUT else f"{output}_{short}"
                 self._headline = self._headline or key
-                self.best_trackers[key] = MaxMetric() if metric_mode(short) == "max" else MinMetric()
+                best[key] = metric_mode(short)
+        self.track_best(best, prog_bar=self._headline)
         # One ModuleDict per stage, as attributes: a "train" key would shadow nn.Module.train.
         for stage in STAGES:
             per_stage = {

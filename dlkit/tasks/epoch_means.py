@@ -119,6 +119,7 @@ class EpochMeanLogging(L.LightningModule):
         self._keep_resumed = False
 
     def on_train_start(self) -> None:
+        super().on_train_start()
         # After a checkpoint is restored and before the first batch: a run resumed
         # mid-epoch continues that epoch's sums (Lightning may not restart the epoch hooks).
         self._keep_resumed = False
@@ -176,11 +177,13 @@ class EpochMeanLogging(L.LightningModule):
             metric.persistent(False)
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        super().on_save_checkpoint(checkpoint)
         state = self.epoch_state()
         if state:
             checkpoint[self.EPOCH_STATE_KEY] = state
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        super().on_load_checkpoint(checkpoint)
         self._resumed_epoch = checkpoint.get(self.EPOCH_STATE_KEY)
 
     def on_train_epoch_end(self) -> None:

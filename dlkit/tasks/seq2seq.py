@@ -25,7 +25,6 @@ import lightning as L
 import torch
 import torch.nn as nn
 from torch import Tensor
-from torchmetrics import MaxMetric, MinMetric
 
 from dlkit.checkpoint import load_run
 from dlkit.config import check_targets, instantiate_stored
@@ -552,9 +551,8 @@ class Seq2Seq(Task):
         if set(per_output) - {SINGLE_OUTPUT}:
             raise ValueError(f"Seq2Seq has one output; metrics per output {sorted(per_output)} do not apply.")
         names = list(dict.fromkeys(canonical_name(n, "seq2seq") for n in per_output.get(SINGLE_OUTPUT, ())))
-        trackers = {n: MaxMetric() if metric_mode(n) == "max" else MinMetric() for n in names}
-        self.best_trackers = nn.ModuleDict(trackers)
         self._headline = "exact_match" if "exact_match" in names else (names[0] if names else "")
+        self.track_best({n: metric_mode(n) for n in names}, prog_bar=self._headline)
         for stage in STAGES:
             # Training is teacher-forced only: decoding every training batch would cost
             # more than the step itself.
