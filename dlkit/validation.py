@@ -14,6 +14,7 @@ Like :mod:`dlkit.config`, this module imports neither torch nor Lightning.
 from __future__ import annotations
 
 import math
+import re
 import zipfile
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
@@ -210,6 +211,7 @@ SCHEMA: tuple[tuple[str, Rule], ...] = (
     ("task.num_classes", _int(1)), ("task.teacher_forcing", _num(0, 1)), ("task.label_smoothing", _PROBABILITY),
     ("task.beam_size", _int(1)), ("task.length_penalty", _NON_NEGATIVE), ("task.max_decode_len", _int(1)),
     # callbacks
+    ("checkpoint.every_n_steps", _int(1)),
     ("callbacks.*.patience", _int(0)), ("callbacks.*.min_delta", _NON_NEGATIVE),
     ("callbacks.*.every_n_epochs", _int(1)), ("callbacks.*.every_n_steps", _int(1)),
     ("callbacks.*.every_n_train_steps", _int(0)), ("callbacks.*.save_top_k", _int(-1)),
@@ -217,6 +219,9 @@ SCHEMA: tuple[tuple[str, Rule], ...] = (
     ("callbacks.model_checkpoint.mode", _choice("min", "max")),
     ("callbacks.*.verbose", _BOOL), ("callbacks.*.save_last", _either(_BOOL, _choice("link"))),
 )
+
+# `${some.key}` and nothing else: a value taken from another config key.
+_PURE_INTERPOLATION = re.compile(r"\$\{[A-Za-z_][\w.]*\}")
 
 # Keys a train.yaml run cannot do without.
 TRAIN_REQUIRED = ("seed", "data._target_", "model._target_", "task._target_", "optimizer._target_", "trainer._target_")
@@ -290,6 +295,11 @@ def validate_config(cfg: DictConfig, required: Sequence[str] = TRAIN_REQUIRED) -
     container = OmegaConf.to_container(OmegaConf.masked_copy(cfg, keys), resolve=True, throw_on_missing=False)
     assert isinstance(container, dict)
     leaves = dict(_leaves(container))
+    # A value copied from another key (`every_n_steps: ${checkpoint.every_n_steps}`) is
+    # reported under the key the user sets.
+    raw = OmegaConf.to_container(OmegaConf.masked_copy(cfg, keys), resolve=False)
+    assert isinstance(raw, dict)
+    source = {k: v[2:-1] for k, v in _leaves(raw) if isinstance(v, str) and _PURE_INTERPOLATION.fullmatch(v)}
     problems = []
     for key in required:
         if leaves.get(key) in (None, "???"):
@@ -305,12 +315,13 @@ def validate_config(cfg: DictConfig, required: Sequence[str] = TRAIN_REQUIRED) -
             problems.append(f"{key} is required (it is ???): set it, e.g. {key}=<value>.")
             continue
         rule = _rule_for(key)
-        problem = rule.check(key, value) if rule is not None else None
+        problem = rule.check(source.get(key, key), value) if rule is not None else None
         if problem:
             problems.append(problem)
+    problems = list(dict.fromkeys(problems))
     if problems:
         head = "" if len(problems) == 1 else f"{len(problems)} config values are wrong:\n  "
-        raise ConfigError(head + "\n  ".join(dict.fromkeys(problems)))
+        raise ConfigError(head + "\n  ".join(problems))
 
 
 # How a model value must relate to the data's hint: equal, or at least as large.

@@ -72,6 +72,8 @@ CONFIG_CASES = {
     "model name null": ("model.name=null", ConfigError, r"model\.name is required"),
     "precision 17": ("trainer.precision=17", ConfigError, r"trainer\.precision must be one of .*'bf16-mixed'.*got 17"),
     "devices zero": ("trainer.devices=0", ConfigError, r"trainer\.devices must be .*got 0"),
+    "checkpoint every_n_steps zero": ("checkpoint.every_n_steps=0", ConfigError, r"^checkpoint\.every_n_steps must be an integer > 0, got 0\.$"),
+    "checkpoint every_n_steps float": ("checkpoint.every_n_steps=2.5", ConfigError, r"^checkpoint\.every_n_steps must be an integer > 0, got 2\.5\.$"),
     "log_every_n_steps negative": ("trainer.log_every_n_steps=-1", ConfigError, r"trainer\.log_every_n_steps must be"),
     "gradient_clip_val negative": ("+trainer.gradient_clip_val=-1", ConfigError, r"trainer\.gradient_clip_val must be >= 0"),
     "limit_train_batches 1.5": ("+trainer.limit_train_batches=1.5", ConfigError, r"trainer\.limit_train_batches must be"),
