@@ -184,6 +184,10 @@ SCHEMA: tuple[tuple[str, Rule], ...] = (
     ("model.*drop_rate", _PROBABILITY), ("model.dropout", _PROBABILITY),
     # optimizer
     ("optimizer.lr", _num(0, low_open=True, nullable=False)),
+    # Discriminative rates: {min, max} spread over the layer groups, or {max, factor}.
+    ("optimizer.lr.min", _num(0, low_open=True, nullable=False)),
+    ("optimizer.lr.max", _num(0, low_open=True, nullable=False)),
+    ("optimizer.lr.factor", _num(1)),
     ("optimizer.weight_decay", _NON_NEGATIVE),
     ("optimizer.momentum", _PROBABILITY), ("optimizer.dampening", _num(0, 1)),
     ("optimizer.betas", _list_of(_PROBABILITY, 2, "two numbers in [0, 1)")),
@@ -217,6 +221,8 @@ SCHEMA: tuple[tuple[str, Rule], ...] = (
     ("callbacks.*.every_n_train_steps", _int(0)), ("callbacks.*.save_top_k", _int(-1)),
     ("callbacks.*.start_from_epoch", _int(0)), ("callbacks.early_stopping.mode", _choice("min", "max", "auto")),
     ("callbacks.model_checkpoint.mode", _choice("min", "max")),
+    ("callbacks.freezing.train_from", _int(nullable=False)), ("callbacks.freezing.unfreeze_every", _int(1)),
+    ("callbacks.freezing.bn", _choice("inference", "frozen_affine", "train")),
     ("callbacks.*.verbose", _BOOL), ("callbacks.*.save_last", _either(_BOOL, _choice("link"))),
 )
 
