@@ -12,10 +12,8 @@ returns.
 
 from __future__ import annotations
 
-import contextlib
 import functools
-import logging
-from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any, Literal, Union
 
 import lightning as L
@@ -36,8 +34,11 @@ from dlkit.layers import weight_penalty
 from dlkit.losses import LossSpec, as_loss_module, combine_losses
 from dlkit.tasks.best import BestValueLogging
 from dlkit.tasks.epoch_means import EpochMeanLogging
+from dlkit.tasks.fine_tune import fine_tune
+from dlkit.tasks.keras_trainer import keras_trainer, lightning_info
 from dlkit.tasks.lr_finder import LRFinderResult, find_lr
 from dlkit.tasks.metrics import build_metric, metric_mode
+from dlkit.tasks.param_groups import GroupRates, LRSpec, optimizer_groups, parse_lr
 from dlkit.tasks.optim import (
     OptimizerFactory,
     SchedulerFactory,
@@ -133,7 +134,7 @@ class Task(BestValueLogging, EpochMeanLogging):
     def compile(  # type: ignore[override]  # LightningModule has no compile; nn.Module's is torch.compile
         self,
         optimizer: OptimizerFactory | str = "adam",
-        lr: float | None = None,
+        lr: LRSpec | None = None,
         loss: LossSpec | Mapping[str, LossSpec] | None = None,
         metrics: MetricSpec | None = None,
         scheduler: SchedulerFactory | str | None = None,
@@ -147,7 +148,10 @@ class Task(BestValueLogging, EpochMeanLogging):
                 ``"nesterov"``, ``"adagrad"``, ``"rmsprop"``, ``"adadelta"``, ``"adam"``,
                 ``"adamw"``, ``"nadam"``) or a factory ``f(params) -> Optimizer``.
                 Defaults to ``"adam"``.
-            lr: Learning rate; overrides the config's. Defaults to the config's.
+            lr: Learning rate; overrides the config's. ``slice(lo, hi)``,
+                ``{"min": lo, "max": hi}`` or ``{"max": hi, "factor": f}`` give each layer
+                group its own (discriminative rates, see :mod:`dlkit.tasks.param_groups`).
+                Defaults to the config's.
             loss: Name from ``conf/loss``, a loss module, or a dict per output.
                 Defaults to the task's default loss.
             metrics: Metric names, or a dict of lists per output.
@@ -164,7 +168,10 @@ class Task(BestValueLogging, EpochMeanLogging):
             >>> clf = Classifier(create_model("lenet5"))
             >>> clf.compile(optimizer="sgd", lr=0.1, momentum=0.9, metrics=["accuracy", "f1"])
         """
-        if lr is not None:
+        self.lr_spread: GroupRates | None = None
+        if isinstance(lr, (slice, Mapping)):
+            lr, self.lr_spread = parse_lr(lr)
+        elif lr is not None:
             check_value("optimizer.lr", lr)
         check_options("optimizer", optimizer_kwargs)
         if isinstance(optimizer, str):
@@ -236,8 +243,8 @@ class Task(BestValueLogging, EpochMeanLogging):
             raise ValueError(f"batch_size must be a positive integer, got {batch_size!r}.")
         history = History()
         callbacks = [*callbacks, *self.default_callbacks(callbacks), history]
-        with _lightning_info(verbose):
-            trainer = self._trainer_for(verbose, max_epochs=epochs, callbacks=callbacks, **trainer_kwargs)
+        with lightning_info(verbose):
+            trainer = keras_trainer(verbose, max_epochs=epochs, callbacks=callbacks, **trainer_kwargs)
             if isinstance(data, L.LightningDataModule):
                 if hasattr(data, "example_input"):
                     self.check_example_input(data.example_input(), f"data {type(data).__name__}")
@@ -253,6 +260,17 @@ class Task(BestValueLogging, EpochMeanLogging):
                     self.validate_targets(self.check_example_input(x[:2], f"the {split} arrays"), t, f"{split} y")
                 trainer.fit(self, datamodule=dm)
         return history
+
+    def fine_tune(self, data: DataSpec, epochs: int, freeze_epochs: int = 1, base_lr: float = 2e-3,
+                  **kwargs: Any) -> History:
+        """fastai's recipe: the head alone with the backbone frozen, then all with discriminative rates.
+
+        Arguments and behaviour: :func:`dlkit.tasks.fine_tune.fine_tune`.
+
+        Example:
+            >>> history = clf.fine_tune(data, epochs=3, freeze_epochs=1, base_lr=2e-3)
+        """
+        return fine_tune(self, data, epochs, freeze_epochs=freeze_epochs, base_lr=base_lr, **kwargs)
 
     def evaluate(
         self,
@@ -274,8 +292,8 @@ class Task(BestValueLogging, EpochMeanLogging):
         Example:
             >>> clf.evaluate(DigitsDataModule(resize=32))["acc"]
         """
-        with _lightning_info(verbose):
-            trainer = self._trainer_for(verbose, **trainer_kwargs)
+        with lightning_info(verbose):
+            trainer = keras_trainer(verbose, **trainer_kwargs)
             if isinstance(data, L.LightningDataModule):
                 results = trainer.test(self, datamodule=data, verbose=verbose)
             else:
@@ -379,16 +397,19 @@ class Task(BestValueLogging, EpochMeanLogging):
         return self.postprocess(self(x))
 
     def configure_optimizers(self) -> Any:
-        # Frozen parameters are left out, so freezing (requires_grad=False) also
-        # saves optimiser state and time.
-        params = [p for p in self.parameters() if p.requires_grad]
+        # Every parameter, one group per layer group, frozen ones included (they get no
+        # gradient, so no update): unfreezing never changes the groups a scheduler holds.
+        in_net = {id(p) for p in self.net.parameters()}
+        factory, params = optimizer_groups(
+            self.optimizer_factory, self.net, [p for p in self.parameters() if id(p) not in in_net], self.lr_spread
+        )
         # Under mixed precision Lightning unscales gradients (for clipping and for
         # callbacks that read them) only for optimisers that do not unscale themselves,
         # as fused ones do; and fused kernels refuse sparse gradients (SGD and Adagrad
         # accept them unfused). So neither case gets a fused optimiser.
         mixed = self._trainer is not None and str(self.trainer.precision).endswith("-mixed")
         sparse = any(getattr(m, "sparse", False) is True for m in self.modules())
-        optimizer = build_optimizer(self.optimizer_factory, params, prefer_fused=not (mixed or sparse))
+        optimizer = build_optimizer(factory, params, prefer_fused=not (mixed or sparse))
         if self.scheduler_factory is None:
             return optimizer
         interval = schedule_interval(self.scheduler_factory, self.scheduler_interval)
@@ -553,16 +574,6 @@ class Task(BestValueLogging, EpochMeanLogging):
         defaults = [TerminateOnNaN(), LearningRateLogger()]
         return [d for d in defaults if not any(isinstance(c, type(d)) for c in given)]
 
-    def _trainer_for(self, verbose: bool, **kwargs: Any) -> L.Trainer:
-        defaults: dict[str, Any] = {
-            "logger": False,
-            "enable_checkpointing": False,
-            "enable_model_summary": False,
-            "enable_progress_bar": verbose,
-            "num_sanity_val_steps": 0,
-        }
-        return L.Trainer(**{**defaults, **kwargs})
-
     def _example_input(self) -> Tensor | None:
         if self.example_input_array is not None:
             return self.example_input_array  # type: ignore[return-value]
@@ -573,15 +584,3 @@ class Task(BestValueLogging, EpochMeanLogging):
             return torch.zeros(1, in_chans, img, img)
         return None
 
-
-@contextlib.contextmanager
-def _lightning_info(verbose: bool) -> Iterator[None]:
-    """Hide Lightning's start-up notes (accelerator, tips) when ``verbose=False``, as Keras is quiet."""
-    logger = logging.getLogger("lightning.pytorch")
-    level = logger.level
-    if not verbose:
-        logger.setLevel(logging.WARNING)
-    try:
-        yield
-    finally:
-        logger.setLevel(level)
