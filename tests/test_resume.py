@@ -29,6 +29,7 @@ import torch
 
 from dlkit.checkpoint import CONFIG_KEY
 from dlkit.config import ConfigError
+from dlkit.models import create_model
 from dlkit.resume import RunFolderInUseError, RunFolderLock, check_resume
 from dlkit.tasks.epoch_means import EpochMeanLogging
 from dlkit.train import resume_overrides, train
@@ -233,6 +234,33 @@ def test_a_run_killed_before_its_first_checkpoint_starts_again_in_its_folder(kil
 def test_the_last_checkpoint_is_the_end_of_training(reference: list[Path]) -> None:
     last = torch.load(reference[0] / "checkpoints" / "last.ckpt", weights_only=True)
     assert (last["epoch"], last["global_step"]) == (3, 30)
+
+
+# Gradual unfreezing (LayerFreezing): epoch 0 trains the head, epoch 1 fc2 too, epoch 2 all.
+PLAN = ("callbacks=[default,freezing]", "callbacks.freezing.unfreeze_at={1: [fc2], 2: all}")
+
+
+@pytest.fixture(scope="module")
+def unfreezing_runs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
+    """An uninterrupted run with the plan, and one killed inside epoch 1 (step 14) and resumed."""
+    whole, cut = (tmp_path_factory.mktemp(name) / "logs" for name in ("plan_whole", "plan_cut"))
+    whole.mkdir()
+    cut.mkdir()
+    first = _run_two_at_a_time([(whole, PLAN, ""), (cut, PLAN, "step:14")])
+    resumed = _run_two_at_a_time([(cut, (*PLAN, "ckpt_path=last"), "")])
+    return {"whole": first[0], "killed": first[1], "resumed": resumed[0], "runs": (_runs(whole), _runs(cut))}
+
+
+def test_a_run_killed_mid_plan_resumes_the_plan_bit_for_bit(unfreezing_runs: dict[str, Any]) -> None:
+    for key, expected in (("whole", 0), ("killed", -signal.SIGKILL), ("resumed", 0)):
+        code, out = unfreezing_runs[key]
+        assert code == expected, out[-3000:]
+    (whole,), (cut,) = unfreezing_runs["runs"]
+    _assert_same(whole, cut)
+    stored = torch.load(cut / "checkpoints" / "last.ckpt", weights_only=True)["callbacks"]
+    assert [v for k, v in stored.items() if k.startswith("LayerFreezing")] == [{"trainable": [0, 1, 2, 3, 4]}]
+    metrics = json.loads((cut / "metrics.json").read_text())
+    assert metrics["train/trainable_params"] == sum(p.numel() for p in create_model("lenet5").parameters())
 
 
 # ----------------------------------------------------------------------------- in-process
