@@ -15,6 +15,9 @@ from dlkit.models.registry import create_model, is_model, list_models, register_
 from dlkit.models.resnet import ResNet, ResNetConfig
 from dlkit.models.rnn import RNNClassifier, RNNClassifierConfig
 from dlkit.models.decoding import beam_search, generate, greedy_decode
+from dlkit.models.efficientnet import EfficientNetLite, EfficientNetLiteConfig
+from dlkit.models.freezing import BN_MODES, Freezable, GroupStatus
+from dlkit.models.imagenet import imagenet_class_names
 from dlkit.models.encoder_decoder import AttentionDecoder, Decoder, Encoder, EncoderDecoder, VocabConfig
 from dlkit.models.seq2seq import RNNSeq2Seq, Seq2SeqConfig
 from dlkit.models.senet import SEResNet, SEResNetConfig
@@ -50,6 +53,12 @@ __all__ = [
     "SEResNetConfig",
     "VGG",
     "VGGConfig",
+    "BN_MODES",
+    "EfficientNetLite",
+    "EfficientNetLiteConfig",
+    "Freezable",
+    "GroupStatus",
+    "imagenet_class_names",
     "create_model",
     "is_model",
     "list_models",

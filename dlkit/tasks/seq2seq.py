@@ -15,6 +15,7 @@ checkpoint, so a reloaded task translates raw strings::
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import math
 from collections.abc import Iterable, Mapping, Sequence
@@ -317,9 +318,7 @@ class Seq2Seq(Task):
             }
         wrapped = summarize(_CallWithBatch(net), example, title=type(net).__name__)
         rows = [(name.removeprefix("net."), kind, shape, n) for name, kind, shape, n in wrapped.rows]
-        result = ModelSummary(
-            wrapped.title, rows, wrapped.total_params, wrapped.trainable_params, wrapped.non_trainable_params
-        )
+        result = dataclasses.replace(wrapped, rows=rows)  # the Trainable column kept
         print_fn(str(result))
         return result
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import torch
 
+from dlkit import Seq2Seq
 from dlkit.models import create_model
 from dlkit.tasks.summary import ModelSummary, summarize
 
@@ -50,3 +51,13 @@ def test_frozen_batchnorm_affine_is_non_trainable_and_statistics_are_not_counted
 def test_a_summary_without_flags_prints_three_columns() -> None:
     summary = ModelSummary("M", [("fc", "Linear", "?", 6)], 6, 6, 0)
     assert str(summary).splitlines()[2].split() == ["Layer", "(type)", "Output", "Shape", "Param", "#"]
+
+
+def test_a_seq2seq_summary_keeps_the_trainable_column() -> None:
+    net = create_model("seq2seq_bahdanau", src_vocab_size=20, tgt_vocab_size=12)
+    net.freeze("encoder")
+    summary = Seq2Seq(net).summary(print_fn=lambda *_: None)
+    assert len(summary.trainable) == len(summary.rows) and "N" in summary.trainable and "Y" in summary.trainable
+    frozen = next(g for g in net.group_status() if g.name == "encoder")
+    assert summary.non_trainable_params == frozen.params > 0
+    assert "Trainable" in str(summary)
