@@ -16,6 +16,8 @@ from dlkit.callbacks import LayerFreezing, LearningRateLogger, ResumeState
 from dlkit.config import group_options, instantiate_option
 from dlkit.data.tensor import arrays_to_datamodule
 from dlkit.models.freezing import Freezable
+from dlkit.train import train
+from tests.conftest import FAST
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -220,3 +222,16 @@ def test_registered_cnn_fine_tunes_with_the_plan() -> None:
 
 def test_docstring_examples(docstring_examples) -> None:
     docstring_examples(LayerFreezing.trainable_at)
+
+
+def test_dlkit_train_with_a_plan_and_spread_rates(compose_train) -> None:
+    cfg = compose_train("callbacks=[default,freezing]", "callbacks.freezing.unfreeze_at={1: [fc2, fc1]}",
+                        "optimizer.lr={min: 1.0e-4, max: 1.0e-2}", "trainer.max_epochs=2", "scheduler=one_cycle",
+                        "+trainer.limit_train_batches=4", "+trainer.limit_val_batches=2", "test=false", *FAST)
+    metrics, objects = train(cfg)
+    net = objects["task"].net
+    assert net.trainable_groups() == ["fc1", "fc2", "head"]
+    groups = objects["trainer"].optimizers[0].param_groups
+    assert [g["name"] for g in groups] == ["conv1", "conv2", "fc1", "fc2", "head"]
+    assert [g["max_lr"] for g in groups] == pytest.approx([1e-4 * 100 ** (i / 4) for i in range(5)])
+    assert metrics["train/lr_conv1"] == 0.0 and metrics["train/lr_fc1"] > 0  # frozen: logged at 0
