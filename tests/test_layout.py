@@ -34,6 +34,7 @@ LEVELS = {
     "dlkit.callbacks": 3,
     "dlkit.tasks": 4,
     "dlkit.train": 5,
+    "dlkit.sweep": 5,
     "dlkit.eval": 5,
 }
 # Same-level rooms that must not know each other.
