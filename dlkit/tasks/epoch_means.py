@@ -247,7 +247,10 @@ class EpochMeanLogging(L.LightningModule):
         """
         if stage != "train":
             for name, value in scalars.items():
-                self.log(name, value, on_step=False, on_epoch=True, prog_bar=name in prog_bar, batch_size=batch_size)
+                # sync_dist: under DDP every rank holds a shard of the data, and the value
+                # logged is the mean over all of them (a no-op in one process).
+                self.log(name, value, on_step=False, on_epoch=True, prog_bar=name in prog_bar, batch_size=batch_size,
+                         sync_dist=True)
             for name, metric in (metrics or {}).items():
                 self._log_metric(name, metric, prog_bar=True)
             return

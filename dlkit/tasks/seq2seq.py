@@ -530,7 +530,7 @@ class Seq2Seq(Task):
         logits = self(src, src_lengths, tgt_in)
         loss = self._token_loss(logits, tgt_out)
         B = src.shape[0]
-        self.log(f"{stage}/loss", loss, on_step=False, on_epoch=True, prog_bar=True, batch_size=B)
+        self.log(f"{stage}/loss", loss, on_step=False, on_epoch=True, prog_bar=True, batch_size=B, sync_dist=True)
         metrics = getattr(self, f"{stage}_metrics")
         if "token_acc" in metrics:
             metrics["token_acc"].update(token_hits(logits, tgt_out, self.pad_id))
