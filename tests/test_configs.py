@@ -89,7 +89,7 @@ def test_config_composes_and_instantiates(name: str, compose_train, compose_eval
         assert len(instantiate_dict(cfg.get("logger"), "logger")) >= 1
     elif group == "trainer":
         if cfg.trainer.get("accelerator") == "gpu" and not torch.cuda.is_available():
-            pytest.skip("trainer/gpu needs a CUDA device; this machine has none (it still composed).")
+            pytest.skip(f"trainer/{option} needs a CUDA device; this machine has none (it still composed).")
         trainer = instantiate(cfg.trainer, logger=False, callbacks=[])
         assert isinstance(trainer, L.Trainer)
     elif group == "debug":
