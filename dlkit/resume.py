@@ -64,6 +64,8 @@ RESUMABLE_KEYS = (
     "trainer.limit_test_batches",
     "callbacks.rich_progress_bar",
     "callbacks.model_summary",
+    "callbacks.step_timer",
+    "compile",
     "logger",
     "paths",
     "tags",

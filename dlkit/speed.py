@@ -1,0 +1,105 @@
+"""Speed switches of a run: ``compile=true`` (torch.compile) and a precision the CPU only emulates.
+
+``dlkit-train compile=true`` compiles the network in place (``nn.Module.compile``: the
+state_dict keeps its names, so checkpoints stay loadable without it). Compiling happens
+on the first calls, so :class:`~dlkit.callbacks.StepTimer` states the one-off cost in
+the log: the first training step's time against the median of the next ones.
+
+``trainer.precision=bf16-mixed`` runs bfloat16 matrix products natively only on CPUs
+with AVX-512 BF16 or AMX; elsewhere oneDNN converts to float32 and back, which is slower
+than float32 itself. :func:`check_precision` measures that on the machine and warns.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+import warnings
+from pathlib import Path
+
+import torch
+import torch.nn as nn
+
+__all__ = ["check_precision", "compile_network", "native_bf16"]
+
+log = logging.getLogger(__name__)
+
+# /proc/cpuinfo flags of bfloat16 arithmetic in hardware.
+BF16_FLAGS = ("avx512_bf16", "amx_bf16")
+
+
+def native_bf16() -> bool | None:
+    """Whether this CPU computes bfloat16 in hardware (AVX-512 BF16 or AMX); None when unknown (not Linux).
+
+    Example:
+        >>> native_bf16() in (True, False, None)
+        True
+    """
+    try:
+        text = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return None
+    flags = next((line.partition(":")[2].split() for line in text.splitlines() if line.startswith("flags")), [])
+    return any(f in flags for f in BF16_FLAGS)
+
+
+def _matmul_seconds(dtype: torch.dtype, size: int = 256, repeats: int = 20) -> float:
+    a, b = torch.randn(size, size), torch.randn(size, size)
+    with torch.autocast("cpu", dtype=dtype, enabled=dtype != torch.float32):
+        a @ b  # warm-up: oneDNN picks and caches its kernel
+        start = time.perf_counter()
+        for _ in range(repeats):
+            a @ b
+    return time.perf_counter() - start
+
+
+def check_precision(precision: str | int | None, accelerator: str | None = "cpu") -> float | None:
+    """Warn when a bfloat16 precision runs on a CPU without bfloat16 hardware, with the measured cost.
+
+    Args:
+        precision: ``trainer.precision`` (``"bf16-mixed"``, ``"bf16-true"``, ``"32-true"``...).
+        accelerator: ``trainer.accelerator``; only the CPU is checked (``"auto"`` counts as
+            the CPU when no GPU is there).
+
+    Returns:
+        bfloat16 matmul time / float32 matmul time when it was measured (no native
+        bfloat16), else None.
+
+    Example:
+        >>> check_precision("32-true") is None
+        True
+    """
+    if "bf16" not in str(precision):
+        return None
+    if accelerator not in (None, "cpu", "auto") or (accelerator == "auto" and torch.cuda.is_available()):
+        return None
+    if native_bf16() is not False:
+        return None
+    ratio = _matmul_seconds(torch.bfloat16) / _matmul_seconds(torch.float32)
+    warnings.warn(
+        f"trainer.precision={precision} on a CPU without bfloat16 hardware (no {' / '.join(BF16_FLAGS)}): "
+        f"it is emulated, and a 256x256 matmul measured {ratio:.1f}x the float32 time here. Use "
+        "trainer.precision=32-true unless you need bfloat16's memory savings.",
+        stacklevel=2,
+    )
+    return ratio
+
+
+def compile_network(net: nn.Module) -> nn.Module:
+    """Compile ``net`` in place with ``torch.compile`` (its first calls compile; names unchanged).
+
+    Args:
+        net: The network.
+
+    Returns:
+        ``net`` itself, compiled.
+
+    Example:
+        >>> net = compile_network(torch.nn.Linear(2, 1))
+        >>> list(net.state_dict())
+        ['weight', 'bias']
+    """
+    net.compile()
+    log.info("compile=true: %s is compiled by torch.compile on its first calls (the first step's time "
+             "says what that cost).", type(net).__name__)
+    return net

@@ -1,0 +1,59 @@
+"""Speed switches: compile=true, the first-step timer, and bfloat16 on a CPU that only emulates it."""
+
+from __future__ import annotations
+
+import warnings
+
+import lightning as L
+import pytest
+import torch
+
+import dlkit.speed as speed
+from dlkit import Classifier, create_model
+from dlkit.callbacks import StepTimer
+from dlkit.data.tensor import arrays_to_datamodule
+
+pytestmark = pytest.mark.usefixtures("one_thread")
+QUIET = {"logger": False, "enable_progress_bar": False, "enable_model_summary": False, "enable_checkpointing": False}
+
+
+def _data():
+    g = torch.Generator().manual_seed(0)
+    return arrays_to_datamodule(torch.randn(64, 1, 32, 32, generator=g), torch.randint(0, 10, (64,), generator=g),
+                                batch_size=16)
+
+
+def test_the_step_timer_states_the_first_step_against_the_rest(caplog) -> None:
+    timer = StepTimer(steps=2)
+    with caplog.at_level("INFO", logger="dlkit.callbacks.step_timer"):
+        L.Trainer(max_epochs=1, callbacks=[timer], **QUIET).fit(Classifier(create_model("lenet5")), datamodule=_data())
+    assert timer.first_step_s > 0 and timer.step_s > 0
+    assert "First training step" in caplog.text and "median of 2" in caplog.text
+
+
+def test_compile_true_trains_and_keeps_the_state_dict_names() -> None:
+    net = create_model("lenet5")
+    names = list(net.state_dict())
+    speed.compile_network(net)
+    assert list(net.state_dict()) == names
+    timer = StepTimer(steps=1)
+    L.Trainer(max_epochs=1, callbacks=[timer], **QUIET).fit(Classifier(net), datamodule=_data())
+    assert timer.first_step_s > timer.step_s  # the first step compiled
+
+
+def test_bf16_mixed_runs_a_few_steps_on_the_cpu() -> None:
+    trainer = L.Trainer(max_epochs=1, precision="bf16-mixed", **QUIET)
+    trainer.fit(Classifier(create_model("lenet5")), datamodule=_data())
+    assert trainer.global_step == 4
+
+
+def test_emulated_bf16_warns_with_the_measured_cost(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(speed, "native_bf16", lambda: False)
+    with pytest.warns(UserWarning, match=r"bf16-mixed on a CPU without bfloat16 hardware.*measured \d+\.\dx"):
+        ratio = speed.check_precision("bf16-mixed", "cpu")
+    assert ratio > 0
+    monkeypatch.setattr(speed, "native_bf16", lambda: True)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert speed.check_precision("bf16-mixed", "cpu") is None
+        assert speed.check_precision("32-true", "cpu") is None
