@@ -35,6 +35,7 @@ LEVELS = {
     "dlkit.tasks": 4,
     "dlkit.train": 5,
     "dlkit.sweep": 5,
+    "dlkit.speed": 5,
     "dlkit.eval": 5,
 }
 # Same-level rooms that must not know each other.

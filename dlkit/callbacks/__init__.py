@@ -9,6 +9,7 @@ from dlkit.callbacks.teacher_forcing import TeacherForcingSchedule
 from dlkit.callbacks.terminate_on_nan import NonFiniteLossError, TerminateOnNaN
 from dlkit.callbacks.dropout_schedule import DropoutSchedule
 from dlkit.callbacks.lr_logger import LearningRateLogger
+from dlkit.callbacks.step_timer import StepTimer
 from dlkit.callbacks.layer_freezing import LayerFreezing
 from dlkit.callbacks.gradient_health import GradientHealth
 from dlkit.callbacks.confusion_matrix import ConfusionMatrix
@@ -19,4 +20,4 @@ __all__ += ["AttentionHeatmapLogger", "TeacherForcingSchedule"]
 __all__ += ["LastCheckpoint", "ResumeState"]
 __all__ += ["ConfusionMatrix", "GradientHealth", "Misclassified"]
 __all__ += ["DropoutSchedule", "LayerFreezing", "LearningRateLogger"]
-__all__ += ["NonFiniteLossError", "TerminateOnNaN"]
+__all__ += ["NonFiniteLossError", "StepTimer", "TerminateOnNaN"]
