@@ -23,6 +23,7 @@ from typing import Any
 from omegaconf import DictConfig, OmegaConf
 
 __all__ = [
+    "ALIASES",
     "ALLOWED_TARGETS_ENV",
     "CONF_DIR",
     "ConfigError",
@@ -35,6 +36,7 @@ __all__ = [
     "instantiate_option",
     "instantiate_stored",
     "load_option",
+    "option_name",
 ]
 
 class ConfigError(ValueError):
@@ -49,6 +51,54 @@ CONF_DIR = Path(str(files("dlkit.conf")))
 def group_options(group: str) -> list[str]:
     """Names of the options of a config group, e.g. ``group_options("optimizer")``."""
     return sorted(p.stem for p in (CONF_DIR / group).glob("*.yaml"))
+
+
+# Keras' spellings (and other common ones) of dlkit's option names, after lower-casing
+# and "-" -> "_": compile(loss="sparse_categorical_crossentropy") works as in Keras.
+ALIASES: dict[str, dict[str, str]] = {
+    "loss": {
+        "sparse_categorical_crossentropy": "cross_entropy",
+        "categorical_crossentropy": "cross_entropy",  # dlkit's takes class indices or probabilities
+        "crossentropy": "cross_entropy",
+        "mean_squared_error": "mse",
+        "mean_absolute_error": "mae",
+        "binary_crossentropy": "bce",
+        "huber_loss": "huber",
+        "kl_divergence": "kl",
+        "kld": "kl",
+        "kullback_leibler_divergence": "kl",
+        "categorical_hinge": "hinge",
+    },
+    "scheduler": {
+        "reduce_lr_on_plateau": "plateau",
+        "reducelronplateau": "plateau",
+        "onecycle": "one_cycle",
+        "onecyclelr": "one_cycle",
+        "cosine_annealing": "cosine",
+        "cosineannealinglr": "cosine",
+        "steplr": "step",
+        "multisteplr": "multistep",
+        "exponentiallr": "exponential",
+    },
+}
+
+
+def option_name(group: str, name: Any) -> Any:
+    """The option a spelling means: case-insensitive, ``-`` as ``_``, Keras' names (:data:`ALIASES`).
+
+    Anything that is not a known spelling comes back unchanged, for :func:`load_option`
+    to report.
+
+    Example:
+        >>> option_name("loss", "Sparse_Categorical_Crossentropy"), option_name("optimizer", "Adam")
+        ('cross_entropy', 'adam')
+    """
+    if not isinstance(name, str):
+        return name
+    key = name.lower().replace("-", "_")
+    if key in group_options(group):
+        return key
+    return ALIASES.get(group, {}).get(key, name)
 
 
 def load_option(group: str, name: str) -> DictConfig:
@@ -74,6 +124,7 @@ def load_option(group: str, name: str) -> DictConfig:
     if group not in groups:
         raise ConfigError(f"Unknown config group {group!r}. Groups: {', '.join(groups)}.")
     options = group_options(group)
+    name = option_name(group, name)
     if not isinstance(name, str) or name not in options:
         pathlike = isinstance(name, str) and (not name or any(c in name for c in "/\\~."))
         hint = (
@@ -82,9 +133,11 @@ def load_option(group: str, name: str) -> DictConfig:
             "or, with dlkit-train, add a config folder with --config-dir."
             if pathlike else ""
         )
+        aliases = sorted(ALIASES.get(group, {}))
+        also = f"; also Keras' names: {', '.join(aliases)}" if aliases else ""
         raise ConfigError(
             f"Unknown {group} {name!r}. Allowed values: {', '.join(options)} "
-            f"(files in {CONF_DIR / group}).{hint}"
+            f"(files in {CONF_DIR / group}; case-insensitive{also}).{hint}"
         )
     cfg = OmegaConf.load(CONF_DIR / group / f"{name}.yaml")
     assert isinstance(cfg, DictConfig)

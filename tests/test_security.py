@@ -420,7 +420,12 @@ def _shipped_targets() -> list[str]:
                 walk(value)
 
     for path in sorted(CONF_DIR.rglob("*.yaml")):
-        walk(OmegaConf.to_container(OmegaConf.load(path), resolve=False))
+        # Hydra's own node (callbacks, launchers, sweepers) is never stored in a checkpoint
+        # (dlkit.train stores the run config without `hydra`), so it is not rebuilt from one.
+        if path.relative_to(CONF_DIR).parts[0] == "hydra":
+            continue
+        node = OmegaConf.to_container(OmegaConf.load(path), resolve=False)
+        walk({k: v for k, v in node.items() if k != "hydra"} if isinstance(node, dict) else node)
     return sorted(found)
 
 

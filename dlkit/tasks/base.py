@@ -301,7 +301,7 @@ class Task(BestValueLogging, EpochMeanLogging):
         return {k.removeprefix("test/"): float(v) for k, v in results[0].items()}
 
     @torch.no_grad()
-    def predict(self, data: DataSpec, batch_size: int = 256) -> Tensor | dict[str, Tensor]:  # type: ignore[override]
+    def predict(self, data: DataSpec, batch_size: int = 256) -> Any:  # type: ignore[override]
         """Run the network on inputs and return :meth:`postprocess`-ed outputs.
 
         Args:
@@ -310,11 +310,19 @@ class Task(BestValueLogging, EpochMeanLogging):
             batch_size: Batch size for array inputs. Defaults to 256.
 
         Returns:
-            Stacked outputs, ``(N, ...)`` (a dict of them for multi-output networks).
+            Stacked outputs, ``(N, ...)`` (a dict of them for multi-output networks): NumPy
+            arrays for NumPy (or list) inputs, as Keras returns, tensors otherwise.
 
         Example:
             >>> probs = clf.predict(x_test)          # (N, 10) class probabilities
         """
+        as_numpy = not isinstance(data, (Tensor, L.LightningDataModule)) and not is_loader(data)
+        out = self._predict(data, batch_size)
+        if as_numpy:
+            return {k: v.cpu().numpy() for k, v in out.items()} if isinstance(out, Mapping) else out.cpu().numpy()
+        return out
+
+    def _predict(self, data: DataSpec, batch_size: int) -> Tensor | dict[str, Tensor]:
         if isinstance(data, L.LightningDataModule):
             data.setup("predict")
             loader: Iterable[Any] = data.predict_dataloader()

@@ -45,8 +45,20 @@ def test_fit_on_arrays_returns_history_and_learns(digits) -> None:
     clf.train()
     probs = clf.predict(x[:50])
     assert clf.training  # predict runs in eval mode and restores the mode it found
-    assert probs.shape == (50, 10)
-    torch.testing.assert_close(probs.sum(1), torch.ones(50))
+    assert isinstance(probs, np.ndarray) and probs.shape == (50, 10)  # NumPy in, NumPy out (Keras)
+    np.testing.assert_allclose(probs.sum(1), np.ones(50), rtol=1e-5)
+    assert isinstance(clf.predict(torch.from_numpy(x[:3])), torch.Tensor)  # a tensor in, a tensor out
+
+
+@pytest.mark.parametrize(
+    ("loss", "optimizer", "scheduler"),
+    [("sparse_categorical_crossentropy", "Adam", None), ("categorical_crossentropy", "RMSprop", "ReduceLROnPlateau"),
+     ("Cross-Entropy", "SGD", "OneCycleLR")],
+)
+def test_keras_spellings_are_accepted(loss: str, optimizer: str, scheduler: str | None) -> None:
+    clf = Classifier(_mlp()).compile(optimizer=optimizer, loss=loss, scheduler=scheduler, lr=0.01)
+    assert type(clf.loss_fns["_"]).__name__ == "CrossEntropyLoss"
+    assert clf.optimizer_factory.func.__name__ in ("Adam", "RMSprop", "SGD")
 
 
 def test_fit_with_explicit_validation_data_and_tuple_input(digits) -> None:
@@ -206,7 +218,7 @@ def test_early_stopping_restores_the_best_weights(digits) -> None:
         ({"lr": 0}, "optimizer.lr must be > 0"),
         ({"lr": -1e-3}, "optimizer.lr must be > 0"),
         ({"optimizer": "adamm"}, "Unknown optimizer 'adamm'. Allowed values: .*adam"),
-        ({"loss": "crossentropy"}, "Unknown loss 'crossentropy'. Allowed values: .*cross_entropy"),
+        ({"loss": "cross_entropi"}, "Unknown loss 'cross_entropi'. Allowed values: .*cross_entropy.*Keras' names"),
         ({"scheduler": "cosin"}, "Unknown scheduler 'cosin'. Allowed values: .*cosine"),
         ({"metrics": ["acuracy"]}, "Unknown metric 'acuracy'. Allowed: .*accuracy"),
         ({"metrics": ["r2"]}, "does not apply to classification"),
