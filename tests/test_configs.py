@@ -61,7 +61,7 @@ def test_config_composes_and_instantiates(name: str, compose_train, compose_eval
         cfg = compose_train() if option == "train" else compose_eval("ckpt_path=x.ckpt")
         assert cfg.task_name
         return
-    if group in ("paths", "hydra"):
+    if group == "paths" or group.split("/")[0] == "hydra":  # hydra/launcher/*: tests/test_cluster.py
         cfg = compose_train()
         assert cfg.paths.output_dir
         return
