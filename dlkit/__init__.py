@@ -26,6 +26,7 @@ _LAZY = {
     "create_model": "dlkit.models",
     "list_models": "dlkit.models",
     "register_model": "dlkit.models",
+    "tune": "dlkit.tuning",
 }
 _SUBMODULES = {"callbacks", "data", "layers", "losses", "models", "tasks"}
 __all__ = sorted([*_LAZY, *_SUBMODULES])

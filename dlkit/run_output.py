@@ -5,7 +5,8 @@ Used by ``dlkit-train`` and ``dlkit-eval``; imports neither torch nor Lightning.
 A run's ``metrics.json`` says ``"status": "ok"`` when it finished, and ``"status":
 "failed"`` with the ``"error"`` (its first line) when it raised; the traceback goes to the
 run's log file (``train.log`` / ``eval.log``, Hydra's job log under the command line), so
-sweeps and scripts can tell the two apart without reading logs.
+sweeps and scripts can tell the two apart without reading logs. A run an Optuna search
+stopped (``optuna.TrialPruned``) says ``"status": "pruned"``, without a traceback.
 """
 
 from __future__ import annotations
@@ -126,7 +127,8 @@ def record_failure(output_dir: Path, error: BaseException, log_name: str = "trai
     """Mark a run as failed: its traceback in the run's log, ``"status": "failed"`` in ``metrics.json``.
 
     Under Hydra the traceback goes to the job log it keeps in ``output_dir``; otherwise
-    it is appended to ``output_dir / log_name`` in Hydra's line format.
+    it is appended to ``output_dir / log_name`` in Hydra's line format. An
+    ``optuna.TrialPruned`` error marks the run ``"status": "pruned"`` and logs one line.
 
     Args:
         output_dir: The run folder (created if missing).
@@ -145,8 +147,11 @@ def record_failure(output_dir: Path, error: BaseException, log_name: str = "trai
     lines = str(error).strip().splitlines()
     first = f"{type(error).__name__}: {lines[0]}" if lines else type(error).__name__
     output_dir.mkdir(parents=True, exist_ok=True)
-    record = logging.LogRecord("dlkit", logging.ERROR, __file__, 0, "Run failed: %s", (first,),
-                               (type(error), error, error.__traceback__))
+    # Known by name, so this module needs no optuna: a pruned run did what the search asked.
+    pruned = type(error).__name__ == "TrialPruned"
+    record = logging.LogRecord("dlkit", logging.INFO if pruned else logging.ERROR, __file__, 0,
+                               "Run pruned: %s" if pruned else "Run failed: %s", (first,),
+                               None if pruned else (type(error), error, error.__traceback__))
     folder = output_dir.resolve()
     handlers = [h for h in logging.getLogger().handlers
                 if isinstance(h, logging.FileHandler) and Path(h.baseFilename).resolve().parent == folder]
@@ -158,7 +163,8 @@ def record_failure(output_dir: Path, error: BaseException, log_name: str = "trai
         handler.setFormatter(logging.Formatter(_LOG_FORMAT))
         handler.handle(record)
         handler.close()
-    return write_metrics_json(output_dir / "metrics.json", {}, status="failed", error=first, **extra)
+    return write_metrics_json(output_dir / "metrics.json", {}, status="pruned" if pruned else "failed", error=first,
+                              **extra)
 
 
 def records_failure(log_name: str) -> Callable[[RunFn], RunFn]:

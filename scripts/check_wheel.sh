@@ -21,7 +21,7 @@ wheel=$(ls "$work"/dist/dlkit-*.whl)
 .venv/bin/python - "$wheel" <<'PY'
 import sys, zipfile
 names = set(zipfile.ZipFile(sys.argv[1]).namelist())
-need = ["dlkit/conf/train.yaml", "dlkit/conf/eval.yaml", "dlkit/conf/experiment/lenet_digits.yaml",
+need = ["dlkit/conf/train.yaml", "hydra_plugins/dlkit_optuna_sweeper/dlkit_optuna_sweeper.py", "dlkit/conf/eval.yaml", "dlkit/conf/experiment/lenet_digits.yaml",
         "dlkit/models/imagenet_classes.txt",
         "dlkit/conf/__init__.py", "dlkit/train.py", "dlkit/layers/__init__.py"]
 missing = [n for n in need if n not in names]

@@ -35,6 +35,8 @@ LEVELS = {
     "dlkit.tasks": 4,
     "dlkit.train": 5,
     "dlkit.sweep": 5,
+    "dlkit.tuning": 5,
+    "dlkit.distributed": 5,
     "dlkit.speed": 5,
     "dlkit.eval": 5,
 }
@@ -136,9 +138,13 @@ def test_configs_live_at_the_top_and_ship_as_dlkit_conf() -> None:
     assert not (PACKAGE / "conf").exists()
     setuptools = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["setuptools"]
     assert setuptools["package-dir"] == {"dlkit.conf": "conf"}
-    on_disk = {_module_name(p) for p in PACKAGE.rglob("__init__.py")}
+    # hydra_plugins is a namespace package other plugins install into too: only its subpackages are ours.
+    plugins = ROOT / "hydra_plugins"
+    assert not (plugins / "__init__.py").exists(), "hydra_plugins must stay a namespace package (no __init__.py)"
+    on_disk = {_module_name(p) for p in [*PACKAGE.rglob("__init__.py"), *plugins.rglob("__init__.py")]}
     listed = set(setuptools["packages"])
-    assert on_disk | {"dlkit.conf"} == listed, f"pyproject.toml's packages miss {on_disk - listed}"
+    assert on_disk | {"dlkit.conf"} == listed, (
+        f"pyproject.toml's packages miss {on_disk - listed} or list ones not on disk {listed - on_disk - {'dlkit.conf'}}")
 
 
 def test_config_module_finds_the_installed_configs() -> None:
