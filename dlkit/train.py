@@ -12,6 +12,7 @@ Examples::
     dlkit-train debug=fdr                         # one batch of everything
     dlkit-train ckpt_path=last                    # resume the newest run, in its folder
     dlkit-train ckpt_path=logs/lenet_digits/runs/2026-11-22_10-00-00_000000   # or a given one
+    dlkit-train experiment=finetune_digits        # pretrains first when its checkpoint is missing
 """
 
 from __future__ import annotations
@@ -26,8 +27,10 @@ from pathlib import Path
 from typing import Any
 
 import hydra
-from omegaconf import DictConfig, OmegaConf
+from hydra.core.singleton import Singleton
+from omegaconf import DictConfig, OmegaConf, open_dict
 
+from dlkit.checkpoint import atomic_torch_save, load_checkpoint_file
 from dlkit.config import compose_config
 from dlkit.config import ConfigError, fill_model_from_data, instantiate_dict, instantiate_node
 from dlkit.resume import RunFolderLock, check_resume, resume_checkpoint, run_folder_of
@@ -39,7 +42,7 @@ from dlkit.run_output import (
 )
 from dlkit.validation import check_checkpoint_file, check_model_fits_data, validate_config
 
-__all__ = ["main", "resume_overrides", "train"]
+__all__ = ["main", "prepare_pretrained", "resume_overrides", "train"]
 
 log = logging.getLogger(__name__)
 
@@ -63,6 +66,10 @@ def train(cfg: DictConfig) -> tuple[dict[str, float], dict[str, Any]]:
         dlkit.data.checks.DataError: Labels or values the task cannot use (batch and sample named).
         dlkit.run_output.NonFiniteLossError: A NaN/inf loss (the step named) or final metric.
 
+    A ``pretrain`` node (``ckpt_path``, ``experiment``, ``overrides``) names the
+    checkpoint a null ``model.pretrained`` starts from; when that file is missing,
+    :func:`prepare_pretrained` makes it first, in this process.
+
     Whatever the error, the run folder records it (``metrics.json`` ``"status": "failed"``,
     the traceback in ``train.log``) before it propagates; a finished run says ``"status": "ok"``.
     """
@@ -70,6 +77,7 @@ def train(cfg: DictConfig) -> tuple[dict[str, float], dict[str, Any]]:
     ckpt_path = _checkpoint_to_resume(cfg)
     if ckpt_path:
         check_checkpoint_file(ckpt_path)
+    prepare_pretrained(cfg)
     started = time.perf_counter()
 
     import lightning as L
@@ -123,6 +131,87 @@ def train(cfg: DictConfig) -> tuple[dict[str, float], dict[str, Any]]:
         print(f"\n{cfg.task_name}: " + ", ".join(f"{k}={v:.4f}" for k, v in sorted(metrics.items()) if k.startswith("test/"))
               + f" | wall time {wall:.1f} s | run folder {output_dir}")
     return metrics, {"datamodule": datamodule, "task": task, "trainer": trainer}
+
+
+def prepare_pretrained(cfg: DictConfig) -> Path | None:
+    """The ``pretrain`` step: point a null ``model.pretrained`` at ``pretrain.ckpt_path``, made if missing.
+
+    When the file is missing it is made by a training of its own, ``dlkit-train
+    experiment=<pretrain.experiment> <pretrain.overrides>``, composed and run in this
+    process with this run's ``paths.log_dir`` and ``paths.data_dir`` (none of this run's
+    other overrides: it is another experiment, and its checkpoint is shared by every run
+    that names it). That run gets its own run folder; its best checkpoint is written to
+    ``pretrain.ckpt_path`` atomically (a crash leaves no truncated file), so the next run
+    finds it and skips the training. Hydra's global state is restored afterwards, so this
+    run's ``${hydra:...}`` values still resolve to its own. Like the model keys filled
+    from the data, the filled ``model.pretrained`` is part of the stored run config; a
+    ``model.pretrained`` the user sets wins, and nothing is pretrained.
+
+    Args:
+        cfg: A composed ``train.yaml`` config; without a ``pretrain`` node nothing happens.
+
+    Returns:
+        The checkpoint ``model.pretrained`` now names, or None when the step did nothing.
+
+    Raises:
+        ConfigError: A ``pretrain`` node without ``ckpt_path`` or ``experiment``, a
+            pretraining run that itself needs a missing pretrained checkpoint, or one that
+            saved no best checkpoint (checkpointing off).
+
+    Example:
+        >>> cfg = compose_config("train", ["experiment=finetune_digits"])
+        >>> prepare_pretrained(cfg)  # trains experiment=pretrain_digits_0to4 the first time
+        PosixPath('logs/pretrained/lenet5_digits_0to4.ckpt')
+        >>> cfg.model.pretrained
+        'logs/pretrained/lenet5_digits_0to4.ckpt'
+    """
+    node = cfg.get("pretrain")
+    if not node:
+        return None
+    if cfg.model.get("pretrained"):
+        log.info("model.pretrained=%s is set: the pretrain step is skipped.", cfg.model.pretrained)
+        return None
+    for key in ("ckpt_path", "experiment"):
+        if not node.get(key):
+            raise ConfigError(f"pretrain.{key} is required by the pretrain step (got {node.get(key)!r}); "
+                              "set it, or pretrain=null to start without one.")
+    target = Path(node.ckpt_path)
+    if target.is_file():
+        log.info("Pretrained checkpoint %s found: no pretraining.", target)
+    else:
+        _pretrain(cfg, node, target)
+    with open_dict(cfg):
+        cfg.model.pretrained = str(target)
+    return target
+
+
+def _pretrain(cfg: DictConfig, node: DictConfig, target: Path) -> None:
+    """Train ``node.experiment`` in this process and write its best checkpoint to ``target``."""
+    overrides = [f"experiment={node.experiment}", f"paths.log_dir='{cfg.paths.log_dir}'",
+                 f"paths.data_dir='{cfg.paths.data_dir}'", *(node.get("overrides") or [])]
+    print(f"No pretrained checkpoint at {target}: pretraining first ({' '.join(overrides)}).")
+    hydra_state = Singleton.get_state()
+    try:
+        pre_cfg = compose_config("train", overrides)
+        inner = pre_cfg.get("pretrain")
+        if inner and not pre_cfg.model.get("pretrained") and not Path(inner.get("ckpt_path") or "").is_file():
+            raise ConfigError(
+                f"pretrain.experiment={node.experiment} needs a pretrained checkpoint of its own "
+                f"({inner.get('ckpt_path')}), which is missing: make it first with "
+                f"dlkit-train experiment={node.experiment}."
+            )
+        with RunFolderLock(pre_cfg.paths.output_dir):
+            _, objects = train(pre_cfg)
+    finally:
+        Singleton.set_state(hydra_state)
+    best = getattr(objects["trainer"].checkpoint_callback, "best_model_path", "")
+    if not best:
+        raise ConfigError(
+            f"The pretraining run (experiment={node.experiment}) saved no best checkpoint to copy to "
+            f"{target}: keep callbacks.model_checkpoint and fast_dev_run off in pretrain.overrides."
+        )
+    atomic_torch_save(load_checkpoint_file(best), target)
+    log.info("Pretrained checkpoint written to %s (from %s).", target, best)
 
 
 def _find_lr(cfg: DictConfig, task: Any, datamodule: Any, loggers: list[Any]) -> None:

@@ -171,6 +171,9 @@ SCHEMA: tuple[tuple[str, Rule], ...] = (
     ("data.max_vocab_size", _int(1)), ("data.min_year", _int()), ("data.max_year", _int()),
     ("data.augment", _BOOL), ("data.hflip", _BOOL), ("data.normalize", _BOOL), ("data.flatten", _BOOL),
     ("data.download", _BOOL), ("data.lowercase", _BOOL), ("data.standardize_target", _BOOL),
+    # Normalisation statistics given instead of the data's own (one per channel, or one for all).
+    ("data.mean", _either(_num(), _list_of(_num()))), ("data.std", _either(_POSITIVE, _list_of(_POSITIVE))),
+    ("data.classes", _list_of(_int(0))), ("data.labels_per_class", _int(1)),
     # model
     ("model.name", _TEXT),
     ("model.num_classes", _int(1)),

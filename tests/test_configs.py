@@ -74,12 +74,15 @@ def test_config_composes_and_instantiates(name: str, compose_train, compose_eval
     elif group == "data" and option in USER_DATA:
         # Data sets of the user's own files: point them at a small one made here.
         cfg = compose_train(f"data={option}", *USER_DATA[option](tmp_path))
+    elif group == "finetune":
+        # Variants of a fine-tuning experiment, composed on the experiment that lists the group.
+        cfg = compose_train("experiment=finetune_digits", f"finetune={option}")
     elif group in ("logger", "callbacks", "trainer", "debug", "hparams_search", *BUILDABLE):
         cfg = compose_train(f"{group}={option}")
     else:
         pytest.fail(f"Unknown config group {group!r}: teach this test how to check it.")
 
-    if group in BUILDABLE:
+    if group in (*BUILDABLE, "finetune"):
         _, net, task = _build_core(cfg)
         assert isinstance(task, L.LightningModule) and task.net is net
     elif group == "callbacks":

@@ -42,6 +42,9 @@ def _have_fashion_mnist() -> bool:
 @pytest.mark.parametrize("experiment", group_options("experiment"))
 def test_every_experiment_fast_dev_runs(experiment: str, compose_train) -> None:
     cfg = compose_train(f"experiment={experiment}", "debug=fdr")
+    if cfg.get("pretrain"):  # its pretraining is a run of its own: keep it to a few batches
+        cfg = compose_train(f"experiment={experiment}", "debug=fdr", "pretrain.overrides=['trainer.max_epochs=1',"
+                            "'+trainer.limit_train_batches=2','+trainer.limit_val_batches=2','test=false']")
     if "FashionMNIST" in cfg.data._target_ and not _have_fashion_mnist():
         pytest.skip("Fashion-MNIST not installed (apt-get install dataset-fashion-mnist)")
     metrics, objects = train(cfg)

@@ -30,6 +30,9 @@ Every key must match, with three announced exceptions:
 - BatchNorm's ``num_batches_tracked``, absent from checkpoints saved before PyTorch 0.4
   (torchvision's older files): it is set to 0, as ``torch.nn.BatchNorm2d`` does.
 
+With ``new_head=True`` the classifier keeps its fresh initialisation whatever its shape:
+a new head for new classes, also as many as the weights' (digits 0-4, then 5-9).
+
 Anything else that is missing, unexpected or of another shape raises a ``ValueError``
 that lists the keys. Files are read with ``torch.load(weights_only=True)``, which
 refuses to run code hidden in a pickle.
@@ -216,6 +219,7 @@ def load_pretrained(
     pretrained: PretrainedSource,
     model_name: str | None = None,
     spec: PretrainedSpec | None = None,
+    new_head: bool = False,
 ) -> nn.Module:
     """Load weights into ``model`` from a file, a state_dict or a published tag.
 
@@ -228,6 +232,7 @@ def load_pretrained(
         model_name: The registry name, for messages. Defaults to None.
         spec: The model's spec. Defaults to None, meaning ``model.pretrained_spec``
             (set by ``create_model``) when there is one.
+        new_head: The classifier keeps its fresh initialisation whatever its shape. Defaults to False.
 
     Returns:
         ``model``, with the weights loaded in place.
@@ -252,13 +257,13 @@ def load_pretrained(
     if pretrained is True:
         name = model_name or type(model).__name__
         state_dict = package_state_dict(spec, name)
-        return load_weights_into(model, state_dict, source=f"{name}'s packaged weights", spec=spec)
+        return load_weights_into(model, state_dict, f"{name}'s packaged weights", spec, new_head)
     if isinstance(pretrained, Mapping):
-        return load_weights_into(model, pretrained, source="the given state_dict", spec=spec)
+        return load_weights_into(model, pretrained, "the given state_dict", spec, new_head)
     text = os.fspath(pretrained)
     tagged = _tagged(text)
     if tagged is None:
-        return load_weights_into(model, load_state_dict_file(text), source=text, spec=spec)
+        return load_weights_into(model, load_state_dict_file(text), text, spec, new_head)
     hub, tag = tagged
     name = model_name or type(model).__name__
     if spec is None or spec.hub != hub or not spec.urls:
@@ -275,7 +280,7 @@ def load_pretrained(
             f"Unknown {hub} weights {tag!r} for {name}; available: {', '.join(spec.sources())}."
         )
     state_dict = download_state_dict(spec.urls[tag], f"{hub}'s {tag} weights for {name}")
-    return load_weights_into(model, state_dict, source=text, spec=spec)
+    return load_weights_into(model, state_dict, text, spec, new_head)
 
 
 def package_state_dict(spec: PretrainedSpec | None, model_name: str) -> dict[str, Tensor]:
@@ -443,6 +448,7 @@ def load_weights_into(
     state_dict: Mapping[str, Tensor],
     source: str = "weights",
     spec: PretrainedSpec | None = None,
+    new_head: bool = False,
 ) -> nn.Module:
     """Copy ``state_dict`` into ``model``: strict, except the announced head/stem cases.
 
@@ -456,6 +462,8 @@ def load_weights_into(
         spec: Where the model's first convolution, classifier and optional parts are.
             Defaults to None: the model's ``head_path`` is the classifier, its first
             4-D weight the first convolution, and no part is optional.
+        new_head: The classifier keeps its fresh initialisation whatever its shape.
+            Defaults to False (only a classifier of another shape does).
 
     Returns:
         ``model``.
@@ -479,7 +487,7 @@ def load_weights_into(
     _fill_num_batches_tracked(own, weights)
     notes = [_drop_optional_parts(model, own, weights, source, optional)]
     _adapt_stem(model, own, weights, stem)
-    notes.append(_skip_new_heads(model, own, weights, source, heads))
+    notes.append(_skip_new_heads(model, own, weights, source, heads, new_head))
     missing = [k for k in own if k not in weights]
     unexpected = [k for k in weights if k not in own]
     mis_shaped = [
@@ -566,12 +574,15 @@ def _skip_new_heads(
     weights: dict[str, Tensor],
     source: str,
     heads: tuple[str, ...],
+    new_head: bool = False,
 ) -> str | None:
     skipped: list[str] = []
     for path in heads:
         for leaf in ("weight", "bias"):
             key = f"{path}.{leaf}"
-            if key in weights and (key not in own or own[key].shape != weights[key].shape):
+            if new_head and key in own:  # asked for, so not announced
+                weights[key] = own[key]
+            elif key in weights and (key not in own or own[key].shape != weights[key].shape):
                 skipped.append(f"{key} {tuple(weights.pop(key).shape)}")
                 if key in own:
                     weights[key] = own[key]  # keep the fresh initialisation

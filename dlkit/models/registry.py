@@ -187,7 +187,9 @@ def get_model_info(name: str) -> ModelInfo:
     return _MODELS[name]
 
 
-def create_model(name: str, pretrained: PretrainedSource = None, **kwargs: Any) -> nn.Module:
+def create_model(
+    name: str, pretrained: PretrainedSource = None, new_head: bool = False, **kwargs: Any
+) -> nn.Module:
     """Build the registered model ``name`` with the builder's keyword arguments.
 
     The model's :class:`~dlkit.models.pretrained.PretrainedSpec`, when it has one, is
@@ -201,6 +203,11 @@ def create_model(name: str, pretrained: PretrainedSource = None, **kwargs: Any) 
             as ``"torchvision:IMAGENET1K_V1"`` (``list_models(pretrained=True)`` lists
             the models that have them); see :mod:`dlkit.models.pretrained`. Defaults to
             None (no weights).
+        new_head: With ``pretrained``, the classifier keeps its fresh initialisation
+            even when the weights' classifier has its shape: every other layer is the
+            pretrained one (transfer to new classes, as many as before). Without
+            ``pretrained`` every layer is new anyway. Defaults to False (a classifier
+            of another shape is new, one of the same shape is loaded).
         **kwargs: Passed to the builder (``num_classes``, ``in_chans``, ...). A tag's
             input transform (GoogLeNet's ``transform_input``) is set over them.
 
@@ -211,6 +218,8 @@ def create_model(name: str, pretrained: PretrainedSource = None, **kwargs: Any) 
     Example:
         >>> net = create_model("lenet5", num_classes=10, in_chans=1)
         >>> net = create_model("resnet18", num_classes=10, pretrained="torchvision:IMAGENET1K_V1")
+        >>> net = create_model("lenet5", num_classes=5, pretrained="logs/pretrained/lenet5_digits_0to4.ckpt",
+        ...                    new_head=True)
     """
     info = get_model_info(name)
     spec = info.pretrained
@@ -220,5 +229,5 @@ def create_model(name: str, pretrained: PretrainedSource = None, **kwargs: Any) 
     if spec is not None:
         model.pretrained_spec = spec
     if pretrained:
-        load_pretrained(model, pretrained, model_name=name, spec=spec)
+        load_pretrained(model, pretrained, model_name=name, spec=spec, new_head=new_head)
     return model
