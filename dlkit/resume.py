@@ -279,7 +279,8 @@ def resume_checkpoint(
     are removed first (:func:`remove_stale_temp_files`), so a write cut short leaves
     the previous, complete ``last.ckpt`` in use. Then:
 
-    - ``ckpt_path`` None: a new run, None is returned.
+    - ``ckpt_path`` None: a new run, None is returned; but a requeued SLURM job
+      (``SLURM_RESTART_COUNT`` > 0) whose folder has a ``last.ckpt`` continues from it.
     - ``"last"``, a run folder or a file: :func:`resolve_ckpt_path` of it (a folder's
       ``last.ckpt``). A run folder without any checkpoint (killed before its first
       one) that is this run's own folder starts again from the first step: None.
@@ -302,6 +303,14 @@ def resume_checkpoint(
     output_dir = Path(output_dir)
     remove_stale_temp_files(output_dir / "checkpoints")
     if not ckpt_path:
+        # SLURM requeues a preempted job (Submitit: same overrides, same folder) with
+        # SLURM_RESTART_COUNT > 0: it continues from its own last.ckpt.
+        own = output_dir / "checkpoints" / "last.ckpt"
+        if os.environ.get("SLURM_RESTART_COUNT", "0").isdigit() and int(os.environ.get("SLURM_RESTART_COUNT", "0")) > 0 \
+                and own.is_file():
+            log.warning("Requeued SLURM job (SLURM_RESTART_COUNT=%s): resuming from %s.",
+                        os.environ["SLURM_RESTART_COUNT"], own)
+            return str(own)
         return None
     # `last` reaching here names a run other than this new one (dlkit-train replaces it
     # by the folder it resumes into).

@@ -16,9 +16,10 @@ import logging
 import time
 import warnings
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
-import torch
-import torch.nn as nn
+if TYPE_CHECKING:
+    import torch.nn as nn
 
 __all__ = ["check_precision", "compile_network", "native_bf16"]
 
@@ -43,7 +44,9 @@ def native_bf16() -> bool | None:
     return any(f in flags for f in BF16_FLAGS)
 
 
-def _matmul_seconds(dtype: torch.dtype, size: int = 256, repeats: int = 20) -> float:
+def _matmul_seconds(dtype: Any, size: int = 256, repeats: int = 20) -> float:
+    import torch  # dlkit-train --cfg job and --help must not import torch
+
     a, b = torch.randn(size, size), torch.randn(size, size)
     with torch.autocast("cpu", dtype=dtype, enabled=dtype != torch.float32):
         a @ b  # warm-up: oneDNN picks and caches its kernel
@@ -71,6 +74,8 @@ def check_precision(precision: str | int | None, accelerator: str | None = "cpu"
     """
     if "bf16" not in str(precision):
         return None
+    import torch
+
     if accelerator not in (None, "cpu", "auto") or (accelerator == "auto" and torch.cuda.is_available()):
         return None
     if native_bf16() is not False:
@@ -95,6 +100,7 @@ def compile_network(net: nn.Module) -> nn.Module:
         ``net`` itself, compiled.
 
     Example:
+        >>> import torch
         >>> net = compile_network(torch.nn.Linear(2, 1))
         >>> list(net.state_dict())
         ['weight', 'bias']

@@ -27,7 +27,9 @@ from pathlib import Path
 from typing import Any
 
 import hydra
+from hydra.core.plugins import Plugins
 from hydra.core.singleton import Singleton
+from hydra_plugins.dlkit_optuna_sweeper.dlkit_optuna_sweeper import DlkitOptunaSweeper
 from omegaconf import DictConfig, OmegaConf, open_dict
 
 from dlkit.checkpoint import atomic_torch_save, load_checkpoint_file
@@ -40,6 +42,7 @@ from dlkit.run_output import (
     route_lightning_logs,
     write_metrics_json,
 )
+from dlkit.speed import check_precision, compile_network
 from dlkit.validation import check_checkpoint_file, check_model_fits_data, validate_config
 
 __all__ = ["main", "prepare_pretrained", "resume_overrides", "train"]
@@ -93,6 +96,9 @@ def train(cfg: DictConfig) -> tuple[dict[str, float], dict[str, Any]]:
     scheduler = instantiate_node(cfg.scheduler, "scheduler") if cfg.get("scheduler") else None
     loss = instantiate_node(cfg.loss, "loss") if cfg.get("loss") else None
     task = instantiate_node(cfg.task, "task", net=net, optimizer=optimizer, scheduler=scheduler, loss=loss)
+    if cfg.get("compile"):
+        compile_network(net)
+    check_precision(cfg.trainer.get("precision"), cfg.trainer.get("accelerator"))
     # Stored in every checkpoint, so dlkit-eval can rebuild the run from the file alone.
     task.run_config = _resolved(cfg)
     if hasattr(datamodule, "example_input"):
@@ -352,6 +358,8 @@ def _hydra_main(cfg: DictConfig) -> float | None:
 
 def main() -> None:
     """Console entry point ``dlkit-train``."""
+    # An editable install hides hydra_plugins from Hydra's plugin scan: register dlkit's sweeper itself.
+    Plugins.instance().register(DlkitOptunaSweeper)
     sys.argv[1:] = resume_overrides(sys.argv[1:])
     _hydra_main()
 

@@ -47,3 +47,15 @@ def test_submitit_local_runs_a_job(tmp_path: Path) -> None:
     (sweep,) = (tmp_path / "local" / "multiruns").iterdir()
     assert json.loads((sweep / "0" / "metrics.json").read_text())["status"] == "ok"
     assert (sweep / "summary.csv").is_file()
+
+
+def test_a_requeued_slurm_job_resumes_from_its_own_last_checkpoint(tmp_path: Path, monkeypatch) -> None:
+    from dlkit.resume import resume_checkpoint
+
+    (tmp_path / "checkpoints").mkdir()
+    (tmp_path / "checkpoints" / "last.ckpt").write_bytes(b"x")
+    monkeypatch.delenv("SLURM_RESTART_COUNT", raising=False)
+    assert resume_checkpoint(None, tmp_path, tmp_path.parent) is None  # a first start: a new run
+    monkeypatch.setenv("SLURM_RESTART_COUNT", "1")
+    assert resume_checkpoint(None, tmp_path, tmp_path.parent) == str(tmp_path / "checkpoints" / "last.ckpt")
+    assert resume_checkpoint(None, tmp_path / "empty", tmp_path.parent) is None  # requeued before any checkpoint
