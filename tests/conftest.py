@@ -101,4 +101,20 @@ def compose_eval(tmp_path: Path) -> ComposeFn:
 
 
 # Quiet and quick: no progress bars or model tables in test output.
+def have_fashion_mnist() -> bool:
+    """Whether Fashion-MNIST's IDX files are on this machine (the Debian package, DLKIT_DATA_DIR, the cache)."""
+    from dlkit.data.idx import FASHION_MNIST, find_idx_files
+
+    try:
+        find_idx_files(FASHION_MNIST, None)
+    except FileNotFoundError:
+        return False
+    return True
+
+
+needs_fashion_mnist = pytest.mark.skipif(
+    not have_fashion_mnist(),
+    reason="Fashion-MNIST not found (apt-get install dataset-fashion-mnist, or set DLKIT_DATA_DIR)",
+)
+
 FAST = ["~callbacks.rich_progress_bar", "~callbacks.model_summary"]

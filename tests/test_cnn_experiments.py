@@ -21,25 +21,15 @@ from omegaconf import OmegaConf
 
 from dlkit.callbacks import History
 from dlkit.config import CONF_DIR
-from dlkit.data.idx import FASHION_MNIST, find_idx_files
 from dlkit.train import train
-from tests.conftest import FAST
-
-try:
-    find_idx_files(FASHION_MNIST, None)
-    HAVE_FASHION = True
-except FileNotFoundError:
-    HAVE_FASHION = False
+from tests.conftest import FAST, needs_fashion_mnist
 
 pytestmark = [
     pytest.mark.slow,
     # Batches of 20 small images: a second intra-op thread only adds barriers, which wait
     # long on cores shared with other processes (see tests/models/conftest.py).
     pytest.mark.usefixtures("one_thread"),
-    pytest.mark.skipif(
-        not HAVE_FASHION,
-        reason="Fashion-MNIST not found (apt-get install dataset-fashion-mnist, or set DLKIT_DATA_DIR)",
-    ),
+    needs_fashion_mnist,
 ]
 
 TRAIN_IMAGES = 80

@@ -13,10 +13,9 @@ import pytest
 from hydra.errors import MissingConfigException
 
 from dlkit.config import ConfigError, group_options
-from dlkit.data.idx import FASHION_MNIST, find_idx_files
 from dlkit.eval import evaluate
 from dlkit.train import train
-from tests.conftest import FAST
+from tests.conftest import FAST, have_fashion_mnist
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -31,21 +30,13 @@ def test_fast_dev_run_of_the_default_experiment(compose_train, tmp_path: Path) -
     assert saved["test/acc"] == pytest.approx(metrics["test/acc"]) and saved["wall_time_s"] > 0
 
 
-def _have_fashion_mnist() -> bool:
-    try:
-        find_idx_files(FASHION_MNIST, None)
-    except FileNotFoundError:
-        return False
-    return True
-
-
 @pytest.mark.parametrize("experiment", group_options("experiment"))
 def test_every_experiment_fast_dev_runs(experiment: str, compose_train) -> None:
     cfg = compose_train(f"experiment={experiment}", "debug=fdr")
     if cfg.get("pretrain"):  # its pretraining is a run of its own: keep it to a few batches
         cfg = compose_train(f"experiment={experiment}", "debug=fdr", "pretrain.overrides=['trainer.max_epochs=1',"
                             "'+trainer.limit_train_batches=2','+trainer.limit_val_batches=2','test=false']")
-    if "FashionMNIST" in cfg.data._target_ and not _have_fashion_mnist():
+    if "FashionMNIST" in cfg.data._target_ and not have_fashion_mnist():
         pytest.skip("Fashion-MNIST not installed (apt-get install dataset-fashion-mnist)")
     metrics, objects = train(cfg)
     assert objects["trainer"].fast_dev_run

@@ -12,6 +12,7 @@ from __future__ import annotations
 import gzip
 import hashlib
 import logging
+import math
 import os
 import struct
 import tempfile
@@ -420,7 +421,14 @@ class IDXDataModule(ImageDataModule):
         resize: Side length the batches are resized to on the device (32 for
             LeNet-5's classic input), or None for the stored 28x28. Defaults to None.
         normalize: Standardise with the data set's pixel mean/std (``spec.mean``,
-            ``spec.std``). Defaults to True.
+            ``spec.std``), or ``mean``/``std`` when given. Defaults to True.
+        mean: Mean to normalise with instead of the data set's, e.g. a pretrained
+            network's (``127/255`` for ``(x * 255 - 127) / 128``); set with ``std``.
+            Defaults to None.
+        std: Standard deviation to go with ``mean`` (``128/255``). Defaults to None.
+        num_train: Keep this many training images, a sample taken after the
+            validation split in which every class keeps its share (to one image), a pure
+            function of ``seed``; None keeps all. Defaults to None.
         seed: Seed of the split, the shuffling order and the augmentation.
             Defaults to 42.
         train_transforms: A batch callable replacing the built training pipeline.
@@ -457,6 +465,9 @@ class IDXDataModule(ImageDataModule):
         train_transforms: Callable[[Tensor], Tensor] | None = None,
         eval_transforms: Callable[[Tensor], Tensor] | None = None,
         spec: IDXSpec | None = None,
+        num_train: int | None = None,
+        mean: float | None = None,
+        std: float | None = None,
     ) -> None:
         spec = spec or type(self).spec
         if spec is None:
@@ -466,6 +477,9 @@ class IDXDataModule(ImageDataModule):
             raise TypeError(f"{type(self).__name__}(spec=...) must be an IDXSpec, got {type(spec).__name__}.")
         if val_size is None or val_size < 0:
             raise ValueError(f"data.val_size must be a non-negative number of images, got {val_size}.")
+        if num_train is not None and (isinstance(num_train, bool) or not isinstance(num_train, int) or num_train < 1):
+            raise ValueError(f"data.num_train must be a number of images >= 1, or null for all, got {num_train!r}.")
+        _check_stats(mean, std, normalize)
         super().__init__(
             batch_size=batch_size,
             seed=seed,
@@ -480,6 +494,8 @@ class IDXDataModule(ImageDataModule):
         )
         self.spec = spec  # type: ignore[misc]  # the instance may carry its own
         self.data_dir, self.download, self.val_size = data_dir, download, int(val_size)
+        # The statistics batches are normalised with: the data set's, or a pretrained network's.
+        self.num_train, self.norm_stats = num_train, (spec.mean, spec.std) if mean is None else (mean, std)
         self.class_names = spec.class_names
         self.num_classes = len(spec.class_names)
         self.image_size = (28, 28)  # the format's usual size until setup reads the header
@@ -549,12 +565,50 @@ class IDXDataModule(ImageDataModule):
                 self.splits[name] = (x_train[t], y_train[t])
         else:
             self.splits["train"] = (x_train, y_train)
+        if self.num_train is not None:
+            self.splits["train"] = self._subset(*self.splits["train"])
         x_test = torch.from_numpy(arrays["test_images"]).unsqueeze(1)  # (N, 1, H, W)
         self.splits["test"] = (x_test, torch.from_numpy(arrays["test_labels"].astype(np.int64)))
         H, W = x_train.shape[-2:]
-        self._set_stats([self.spec.mean], [self.spec.std], (H, W))
+        self._set_stats([self.norm_stats[0]], [self.norm_stats[1]], (H, W))
         log.info("%s: %s in %.2f s", self.spec.name,
                  ", ".join(f"{k} {len(v[0])}" for k, v in self.splits.items()), time.perf_counter() - started)
+
+    def _subset(self, x: Tensor, y: Tensor) -> tuple[Tensor, Tensor]:
+        """Exactly ``num_train`` of the training images, every class keeping its share (to one image)."""
+        N = len(x)
+        if self.num_train > N:  # type: ignore[operator]
+            raise ValueError(
+                f"data.num_train={self.num_train} is more than the {N} training images left after "
+                f"data.val_size={self.val_size}: lower it, or set it to null to train on all {N}."
+            )
+        labels, rng = y.numpy(), np.random.default_rng(self.seed)
+        # Each class shuffled and spread evenly over [0, 1): any prefix of the sorted keys is stratified.
+        keys = np.empty(N)
+        for cls in np.unique(labels):
+            idx = np.flatnonzero(labels == cls)
+            rng.shuffle(idx)
+            keys[idx] = (np.arange(len(idx)) + 0.5) / len(idx)
+        keep = torch.from_numpy(np.sort(np.argsort(keys, kind="stable")[: self.num_train]))
+        return x[keep], y[keep]
+
+
+def _check_stats(mean: float | None, std: float | None, normalize: bool) -> None:
+    """Refuse a ``mean`` without ``std`` (or the reverse), a ``std`` <= 0, or either with ``normalize=False``."""
+    if mean is None and std is None:
+        return
+    if mean is None or std is None:
+        raise ValueError(
+            f"data.mean and data.std go together (got mean={mean!r}, std={std!r}): set both, or neither "
+            "for the data set's own statistics."
+        )
+    for key, value in (("data.mean", mean), ("data.std", std)):
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+            raise ValueError(f"{key} must be a finite number (one grey channel), got {value!r}.")
+    if std <= 0:
+        raise ValueError(f"data.std must be > 0, got {std!r}.")
+    if not normalize:
+        raise ValueError("data.mean/data.std are set but data.normalize=false: set normalize=true, or drop them.")
 
 
 class FashionMNISTDataModule(IDXDataModule):
