@@ -10,6 +10,7 @@ network, task and data are rebuilt from the file alone::
 
 from __future__ import annotations
 
+import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -19,6 +20,7 @@ from omegaconf import DictConfig
 
 from dlkit.checkpoint import load_run, resolve_ckpt_path
 from dlkit.config import ConfigError, instantiate_dict, instantiate_node, instantiate_stored
+from dlkit.overrides import hint_on_unknown_keys
 from dlkit.run_output import (
     check_finite_metrics,
     records_failure,
@@ -87,7 +89,8 @@ def _hydra_main(cfg: DictConfig) -> None:
 
 def main() -> None:
     """Console entry point ``dlkit-eval``."""
-    _hydra_main()
+    with hint_on_unknown_keys(sys.argv[1:], "eval"):
+        _hydra_main()
 
 
 if __name__ == "__main__":

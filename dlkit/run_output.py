@@ -1,4 +1,5 @@
-"""What a command-line run leaves behind and prints: ``metrics.json``, log routing, failures.
+"""What a command-line run leaves behind and prints: ``metrics.json``, log routing, failures,
+and the short list of hparams that tells runs apart (:func:`run_hparams`).
 
 Used by ``dlkit-train`` and ``dlkit-eval``; imports neither torch nor Lightning.
 
@@ -22,12 +23,15 @@ from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
 from typing import Any, TypeVar
 
-from omegaconf import OmegaConf
+from omegaconf import DictConfig, OmegaConf
+
+from dlkit.config import group_options
 
 __all__ = [
     "NonFiniteLossError",
     "check_finite_metrics",
     "record_failure",
+    "run_hparams",
     "records_failure",
     "route_lightning_logs",
     "write_metrics_json",
@@ -207,3 +211,78 @@ def _record_quietly(cfg: Any, error: BaseException, log_name: str, wall_time_s: 
                            task_name=OmegaConf.select(cfg, "task_name", default=None))
     except Exception as err:  # noqa: BLE001
         log.warning("Could not record the failure in the run folder: %s", err)
+
+
+# Shown for every run, whether or not it set them.
+HEADLINE_KEYS = ("model.name", "optimizer.lr", "data.batch_size", "trainer.max_epochs", "seed", "trainer.precision")
+# Overrides that describe where a run writes, not what it is.
+_NOT_HPARAMS = ("hydra.", "paths.", "ckpt_path", "callbacks.rich_progress_bar", "callbacks.model_summary")
+
+HParam = bool | int | float | str
+
+
+def _readable(value: Any) -> HParam:
+    """A value TensorBoard can show in a column: numbers, booleans and text as they are, the rest as text."""
+    if isinstance(value, (bool, int, float, str)):
+        return value
+    if value is None:
+        return "none"
+    if isinstance(value, DictConfig) or OmegaConf.is_config(value):
+        value = OmegaConf.to_container(value, resolve=True)
+    if isinstance(value, (list, tuple)):
+        return ",".join(str(v) for v in value)
+    if isinstance(value, dict):
+        return ", ".join(f"{k}={v}" for k, v in value.items() if k not in ("_target_", "_partial_"))
+    return str(value)
+
+
+def _hydra_node(cfg: DictConfig) -> Any:
+    """The run's Hydra node: in the config when composed in-process, else Hydra's global one."""
+    node = OmegaConf.select(cfg, "hydra", default=None)
+    if node is not None:
+        return node
+    from hydra.core.hydra_config import HydraConfig
+
+    return HydraConfig.get() if HydraConfig.initialized() else None
+
+
+def run_hparams(cfg: DictConfig) -> dict[str, HParam]:
+    """The short list of what makes this run different: for the HPARAMS tab and ``hparams.yaml``.
+
+    In this order: the option chosen in every config group (``model=lenet5``,
+    ``optimizer=adam``, ``callbacks=default,freezing``; Hydra's own groups left out), every
+    key set on the command line (its resolved value), then :data:`HEADLINE_KEYS`. Values
+    are numbers, booleans or text; ``None`` is ``"none"``, a list is joined with commas.
+
+    Args:
+        cfg: The composed run config (``dlkit-train``'s or :func:`dlkit.config.compose_config`'s).
+
+    Returns:
+        ``{name: value}``, e.g. ``{"model": "lenet5", ..., "optimizer.lr": 0.002, ...}``.
+
+    Example:
+        >>> from dlkit.config import compose_config
+        >>> run_hparams(compose_config("train", ["optimizer.lr=0.002"]))["optimizer.lr"]
+        0.002
+    """
+    hydra = _hydra_node(cfg)
+    params: dict[str, HParam] = {}
+    choices = OmegaConf.select(hydra, "runtime.choices", default=None) if hydra is not None else None
+    for group, option in (choices or {}).items():
+        if not str(group).startswith("hydra"):
+            params[str(group)] = _readable(option)
+    overrides: Iterable[str] = OmegaConf.select(hydra, "overrides.task", default=None) or [] if hydra is not None else []
+    for text in overrides:
+        key = text.partition("=")[0].lstrip("+~").split("@")[0]
+        if key in params or text.startswith("~") or key.startswith(_NOT_HPARAMS):
+            continue
+        value = text.partition("=")[2]
+        if group_options(key):  # a group Hydra keeps no choice for (a list: callbacks=[default,freezing])
+            params[key] = value.strip("[]")
+        else:
+            params[key] = _readable(OmegaConf.select(cfg, key, default=value))
+    for key in HEADLINE_KEYS:
+        value = OmegaConf.select(cfg, key, default=None)
+        if value is not None and key not in params:
+            params[key] = _readable(value)
+    return params

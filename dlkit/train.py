@@ -36,10 +36,12 @@ from dlkit.checkpoint import atomic_torch_save, load_checkpoint_file
 from dlkit.config import compose_config
 from dlkit.config import ConfigError, fill_model_from_data, instantiate_dict, instantiate_node
 from dlkit.resume import RunFolderLock, check_resume, resume_checkpoint, run_folder_of
+from dlkit.overrides import hint_on_unknown_keys
 from dlkit.run_output import (
     check_finite_metrics,
     records_failure,
     route_lightning_logs,
+    run_hparams,
     write_metrics_json,
 )
 from dlkit.speed import check_precision, compile_network
@@ -109,6 +111,9 @@ def train(cfg: DictConfig) -> tuple[dict[str, float], dict[str, Any]]:
     callbacks = instantiate_dict(cfg.get("callbacks"), "callbacks")
     callbacks += task.default_callbacks(callbacks) if hasattr(task, "default_callbacks") else []
     loggers = instantiate_dict(cfg.get("logger"), "logger")
+    # TensorBoard's HPARAMS row of this run, written when it starts (by target: --help imports no Lightning).
+    callbacks.append(instantiate_node({"_target_": "dlkit.callbacks.HParamsSession", "hparams": run_hparams(cfg),
+                                       "_convert_": "all"}, "callbacks.hparams"))
     trainer: L.Trainer = instantiate_node(cfg.trainer, "trainer", callbacks=callbacks, logger=loggers or False)
 
     if cfg.get("find_lr"):
@@ -133,7 +138,6 @@ def train(cfg: DictConfig) -> tuple[dict[str, float], dict[str, Any]]:
     if trainer.is_global_zero:
         write_metrics_json(output_dir / "metrics.json", metrics, status="ok", wall_time_s=round(wall, 3),
                            epochs=trainer.current_epoch, task_name=cfg.task_name)
-        _log_hparams(cfg, loggers, metrics)
         print(f"\n{cfg.task_name}: " + ", ".join(f"{k}={v:.4f}" for k, v in sorted(metrics.items()) if k.startswith("test/"))
               + f" | wall time {wall:.1f} s | run folder {output_dir}")
     return metrics, {"datamodule": datamodule, "task": task, "trainer": trainer}
@@ -256,26 +260,6 @@ def _numbers(metrics: Any) -> dict[str, float]:
     return {k: float(v) for k, v in metrics.items() if getattr(v, "numel", lambda: 1)() == 1}
 
 
-def _log_hparams(cfg: DictConfig, loggers: list[Any], metrics: dict[str, float]) -> None:
-    """Give TensorBoard's HPARAMS tab this run's choices and its final metrics."""
-    if not loggers:
-        return
-    container = _resolved(cfg)
-    params = {k: container.get(k) for k in ("model", "optimizer", "scheduler", "loss", "task", "seed", "tags")}
-    params["data"] = {k: v for k, v in container["data"].items() if k != "_target_"} | {"name": cfg.data._target_}
-    params["trainer"] = {"max_epochs": cfg.trainer.get("max_epochs"), "precision": cfg.trainer.get("precision")}
-    # A separate tag namespace keeps these step-0 copies apart from the logged curves.
-    final = {f"hp/{k}": v for k, v in metrics.items() if k.startswith(("val/", "test/"))}
-    from lightning.pytorch.loggers import TensorBoardLogger
-
-    for logger in loggers:
-        if isinstance(logger, TensorBoardLogger) and final:
-            logger.log_hyperparams(params, metrics=final)
-        else:
-            logger.log_hyperparams(params)
-        logger.save()
-
-
 def _runs_dir(cfg: DictConfig) -> Path:
     """Where this task's run folders live (``logs/<task_name>/runs``): what ``ckpt_path=last`` searches."""
     from hydra.core.hydra_config import HydraConfig
@@ -361,7 +345,8 @@ def main() -> None:
     # An editable install hides hydra_plugins from Hydra's plugin scan: register dlkit's sweeper itself.
     Plugins.instance().register(DlkitOptunaSweeper)
     sys.argv[1:] = resume_overrides(sys.argv[1:])
-    _hydra_main()
+    with hint_on_unknown_keys(sys.argv[1:], "train"):
+        _hydra_main()
 
 
 if __name__ == "__main__":

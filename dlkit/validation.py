@@ -8,12 +8,14 @@ model's settings with what the DataModule says about its data (``model_hints()``
 without unpickling it. Every error is a :class:`~dlkit.config.ConfigError` naming the
 key (or file), the value and what is allowed.
 
-Like :mod:`dlkit.config`, this module imports neither torch nor Lightning.
+Like :mod:`dlkit.config`, this module imports neither torch nor Lightning (torch only to
+count the GPUs of a run that asks for more than one device).
 """
 
 from __future__ import annotations
 
 import math
+import os
 import re
 import zipfile
 from collections.abc import Callable, Iterator, Mapping, Sequence
@@ -32,6 +34,7 @@ __all__ = [
     "TRAIN_REQUIRED",
     "Rule",
     "check_checkpoint_file",
+    "check_devices",
     "check_model_fits_data",
     "check_options",
     "check_value",
@@ -327,10 +330,86 @@ def validate_config(cfg: DictConfig, required: Sequence[str] = TRAIN_REQUIRED) -
         problem = rule.check(source.get(key, key), value) if rule is not None else None
         if problem:
             problems.append(problem)
-    problems = list(dict.fromkeys(problems))
+    trainer = container.get("trainer")
+    if isinstance(trainer, dict) and not any(p.startswith("trainer.devices ") for p in problems):
+        problems.append(check_devices(trainer) or "")
+    problems = [p for p in dict.fromkeys(problems) if p]
     if problems:
         head = "" if len(problems) == 1 else f"{len(problems)} config values are wrong:\n  "
         raise ConfigError(head + "\n  ".join(problems))
+
+
+def _requested_devices(devices: Any) -> int | list[int] | None:
+    """Lightning's ``devices`` as a count or a list of indices; ``None`` for "auto" and -1 (all there are)."""
+    if isinstance(devices, str):
+        text = devices.strip()
+        if text in ("auto", "-1"):
+            return None
+        if "," in text:
+            return [int(d) for d in text.split(",") if d.strip()]
+        return int(text) if text.isdigit() else None
+    if isinstance(devices, bool) or devices is None:
+        return None
+    if isinstance(devices, int):
+        return None if devices == -1 else devices
+    if isinstance(devices, (list, tuple)):
+        return [int(d) for d in devices]
+    return None
+
+
+def _cpu_cores() -> int:
+    """The cores this process may run on (a container's or ``taskset``'s limit, not the host's)."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # not Linux
+        return os.cpu_count() or 1
+
+
+def check_devices(trainer: Mapping[str, Any], cores: int | None = None, gpus: int | None = None) -> str | None:
+    """Whether the machine has the devices ``trainer.devices`` asks for, before any process starts.
+
+    On the CPU a device is a process (``trainer=ddp_cpu``), and each needs a core of its
+    own; on a GPU it is a CUDA device. ``devices: auto`` or ``-1`` (all there are) always fit.
+
+    Args:
+        trainer: The ``trainer`` node (``accelerator``, ``devices``).
+        cores: The CPU cores to count with (default: those this process may use).
+        gpus: The CUDA devices to count with (default: ``torch.cuda.device_count()``,
+            asked only when the run wants a GPU or more than one device).
+
+    Returns:
+        ``None`` when they fit, else the problem and its fix.
+
+    Example:
+        >>> check_devices({"accelerator": "cpu", "devices": 4}, cores=2)
+        'trainer.devices=4 asks for 4 processes on the CPU, but this machine has 2 cores for this run: use trainer.devices=2 or fewer (each process needs a core of its own).'
+    """
+    wanted = _requested_devices(trainer.get("devices", "auto"))
+    accelerator = str(trainer.get("accelerator", "auto")).lower()
+    count = len(wanted) if isinstance(wanted, list) else wanted
+    if count is None or accelerator not in ("cpu", "gpu", "cuda", "auto") or (accelerator == "auto" and count <= 1):
+        return None
+    shown = f"trainer.devices={trainer.get('devices')}"
+    if accelerator != "cpu" and gpus is None:
+        import torch
+
+        gpus = torch.cuda.device_count()
+    if accelerator in ("gpu", "cuda") and not gpus:
+        return (f"trainer.accelerator={accelerator}, but this machine has no CUDA device: train on the CPU with "
+                "trainer=cpu (several processes: trainer=ddp_cpu).")
+    if accelerator == "cpu" or not gpus:
+        have = cores if cores is not None else _cpu_cores()
+        if isinstance(wanted, list):
+            return f"{shown} lists device indices, which the CPU does not have: give a number of processes, e.g. trainer.devices={min(count, have)}."
+        if count > have:
+            return (f"{shown} asks for {count} processes on the CPU, but this machine has {have} cores for this run: "
+                    f"use trainer.devices={have} or fewer (each process needs a core of its own).")
+        return None
+    if isinstance(wanted, list) and max(wanted) >= gpus:
+        return f"{shown} names GPU {max(wanted)}, but this machine has GPUs 0-{gpus - 1}: pick indices among them."
+    if count > gpus:
+        return f"{shown} asks for {count} GPUs, but this machine has {gpus}: use trainer.devices={gpus} or fewer."
+    return None
 
 
 # How a model value must relate to the data's hint: equal, or at least as large.

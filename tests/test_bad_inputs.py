@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 import zipfile
@@ -72,6 +73,10 @@ CONFIG_CASES = {
     "model name null": ("model.name=null", ConfigError, r"model\.name is required"),
     "precision 17": ("trainer.precision=17", ConfigError, r"trainer\.precision must be one of .*'bf16-mixed'.*got 17"),
     "devices zero": ("trainer.devices=0", ConfigError, r"trainer\.devices must be .*got 0"),
+    # Before any process starts: the error comes before Trainer.fit, which launches them.
+    "more CPU processes than cores": ("trainer=ddp_cpu trainer.devices=512", ConfigError,
+                                      r"^trainer\.devices=512 asks for 512 processes on the CPU, but this machine has \d+ "
+                                      r"cores for this run: use trainer\.devices=\d+ or fewer"),
     "checkpoint every_n_steps zero": ("checkpoint.every_n_steps=0", ConfigError, r"^checkpoint\.every_n_steps must be an integer > 0, got 0\.$"),
     "checkpoint every_n_steps float": ("checkpoint.every_n_steps=2.5", ConfigError, r"^checkpoint\.every_n_steps must be an integer > 0, got 2\.5\.$"),
     "log_every_n_steps negative": ("trainer.log_every_n_steps=-1", ConfigError, r"trainer\.log_every_n_steps must be"),
@@ -105,6 +110,33 @@ CONFIG_CASES = {
     "image model on flat vectors": ("data.flatten=true", ConfigError,
                                     r"model LeNet5 does not fit data DigitsDataModule: on an example batch of shape \(2, 1024\)"),
 }
+
+
+DEVICE_CASES = {  # (trainer node, CPU cores, CUDA devices, regex; None: it fits)
+    "2 processes on 2 cores": ({"accelerator": "cpu", "devices": 2}, 2, 0, None),
+    "4 processes on 2 cores": ({"accelerator": "cpu", "devices": 4}, 2, 0,
+                               r"trainer\.devices=4 asks for 4 processes on the CPU, but this machine has 2 cores"),
+    "auto, 3 devices, no GPU": ({"accelerator": "auto", "devices": 3}, 2, 0, r"asks for 3 processes on the CPU"),
+    "GPU without one": ({"accelerator": "gpu", "devices": 1}, 2, 0,
+                        r"trainer\.accelerator=gpu, but this machine has no CUDA device: train on the CPU with trainer=cpu"),
+    "4 GPUs of 2": ({"accelerator": "gpu", "devices": 4}, 2, 2, r"asks for 4 GPUs, but this machine has 2: use trainer\.devices=2"),
+    "GPU index 3 of 2": ({"accelerator": "cuda", "devices": [0, 3]}, 2, 2, r"names GPU 3, but this machine has GPUs 0-1"),
+    "GPUs 0,1 of 4": ({"accelerator": "cuda", "devices": "0,1"}, 2, 4, None),
+    "all there are": ({"accelerator": "cpu", "devices": -1}, 2, 0, None),
+    "auto": ({"accelerator": "cpu", "devices": "auto"}, 2, 0, None),
+}
+
+
+@pytest.mark.parametrize("case", DEVICE_CASES, ids=str)
+def test_devices_are_counted_before_any_process_starts(case: str) -> None:
+    from dlkit.validation import check_devices
+
+    trainer, cores, gpus, pattern = DEVICE_CASES[case]
+    problem = check_devices(trainer, cores=cores, gpus=gpus)
+    if pattern is None:
+        assert problem is None
+    else:
+        assert problem is not None and re.search(pattern, problem), problem
 
 
 @pytest.mark.parametrize("case", CONFIG_CASES, ids=str)

@@ -26,6 +26,7 @@ LEVELS = {
     "dlkit.run_output": 0,
     "dlkit.validation": 0,
     "dlkit.resume": 0,
+    "dlkit.overrides": 0,
     "dlkit.layers": 1,
     "dlkit.losses": 1,
     "dlkit.schedulers": 1,

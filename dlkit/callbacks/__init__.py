@@ -15,6 +15,7 @@ from dlkit.callbacks.gradient_health import GradientHealth
 from dlkit.callbacks.confusion_matrix import ConfusionMatrix
 from dlkit.callbacks.misclassified import Misclassified
 from dlkit.callbacks.optuna_pruning import OptunaPruning
+from dlkit.callbacks.hparams import HParamsSession
 
 __all__ = ["EarlyStopping", "History"]
 __all__ += ["AttentionHeatmapLogger", "TeacherForcingSchedule"]
@@ -22,4 +23,4 @@ __all__ += ["LastCheckpoint", "ResumeState"]
 __all__ += ["ConfusionMatrix", "GradientHealth", "Misclassified"]
 __all__ += ["DropoutSchedule", "LayerFreezing", "LearningRateLogger"]
 __all__ += ["NonFiniteLossError", "StepTimer", "TerminateOnNaN"]
-__all__ += ["OptunaPruning"]
+__all__ += ["HParamsSession", "OptunaPruning"]
