@@ -35,6 +35,7 @@ from omegaconf import DictConfig, OmegaConf, open_dict
 from dlkit.checkpoint import atomic_torch_save, load_checkpoint_file
 from dlkit.config import compose_config
 from dlkit.config import ConfigError, fill_model_from_data, instantiate_dict, instantiate_node
+from dlkit.distributed import ddp_multirun_job
 from dlkit.resume import RunFolderLock, check_resume, resume_checkpoint, run_folder_of
 from dlkit.overrides import hint_on_unknown_keys
 from dlkit.run_output import (
@@ -333,8 +334,10 @@ def resume_overrides(args: list[str]) -> list[str]:
 def _hydra_main(cfg: DictConfig) -> float | None:
     # One process per run folder: a second one gets RunFolderInUseError. The processes
     # a multi-process strategy launches into the same folder share rank zero's claim.
+    # In a -m sweep, ddp children run this job alone and it leaves no rank state behind
+    # for the next job (Lightning #11300, see dlkit.distributed).
     rank_zero = all(os.environ.get(k, "0") in ("", "0") for k in ("LOCAL_RANK", "NODE_RANK"))
-    with RunFolderLock(cfg.paths.output_dir) if rank_zero else nullcontext():
+    with RunFolderLock(cfg.paths.output_dir) if rank_zero else nullcontext(), ddp_multirun_job(cfg):
         metrics, _ = train(cfg)
     key = cfg.get("optimized_metric")
     return metrics.get(key) if key else None
