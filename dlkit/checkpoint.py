@@ -197,6 +197,15 @@ def _atomic_checkpoint_io_class() -> type:
                 self._writer.shutdown(wait=True)
                 self._writer = None
 
+        def __getstate__(self) -> dict[str, Any]:
+            # ddp_spawn pickles the trainer's plugins into each new process: a writer
+            # thread and its futures belong to this process and are started again there.
+            self.flush()
+            return {k: v for k, v in self.__dict__.items() if k not in ("_writer", "_pending")}
+
+        def __setstate__(self, state: dict[str, Any]) -> None:
+            self.__dict__.update(state, _writer=None, _pending=[])
+
         def _submit(self, fn: Any, *args: Any) -> None:
             failed = [f for f in self._pending if f.done() and f.exception() is not None]
             if failed:
@@ -237,7 +246,9 @@ def _atomic_checkpoint_io_class() -> type:
             # Lightning's default keeps each tensor on the device it was saved from.
             return load_checkpoint_file(path, map_location=map_location or (lambda storage, loc: storage))
 
+    # Found by pickle (ddp_spawn) as dlkit.checkpoint.AtomicCheckpointIO, through __getattr__ below.
     AtomicCheckpointIO.__module__ = __name__
+    AtomicCheckpointIO.__qualname__ = "AtomicCheckpointIO"
     return AtomicCheckpointIO
 
 

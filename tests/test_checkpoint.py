@@ -73,6 +73,19 @@ def test_plugin_writes_in_order_beside_training_and_waits_at_teardown(tmp_path: 
     assert torch.load(tmp_path / "last.ckpt", weights_only=True)["step"] == 2
 
 
+def test_plugin_survives_pickling_as_ddp_spawn_does(tmp_path: Path) -> None:
+    import pickle
+
+    io = AtomicCheckpointIO()
+    io.save_checkpoint({"w": torch.ones(2)}, tmp_path / "a.ckpt")  # its writer thread is running now
+    copy = pickle.loads(pickle.dumps(io))
+    assert type(copy) is AtomicCheckpointIO
+    copy.save_checkpoint({"w": torch.zeros(2)}, tmp_path / "b.ckpt")
+    copy.teardown()
+    io.teardown()
+    assert torch.equal(io.load_checkpoint(tmp_path / "b.ckpt")["w"], torch.zeros(2))
+
+
 def test_plugin_raises_a_failed_write(tmp_path: Path) -> None:
     io = AtomicCheckpointIO()
     (tmp_path / "file").write_text("x")

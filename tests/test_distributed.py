@@ -14,7 +14,12 @@ import pytest
 
 from tests.conftest import FAST
 
-pytestmark = pytest.mark.skipif(not sys.platform.startswith("linux"), reason="multi-process runs are tested on Linux")
+pytestmark = [
+    pytest.mark.skipif(not sys.platform.startswith("linux"), reason="multi-process runs are tested on Linux"),
+    # dlkit refuses more CPU processes than cores (dlkit.validation.check_devices).
+    pytest.mark.skipif(len(os.sched_getaffinity(0)) < 2 if hasattr(os, "sched_getaffinity") else True,
+                       reason="two training processes need two cores"),
+]
 
 REPO = Path(__file__).resolve().parents[1]
 SHORT = ["trainer.max_epochs=4", "test=true", *FAST]
@@ -132,3 +137,4 @@ def test_a_sweep_job_leaves_no_rank_state_for_the_next(monkeypatch) -> None:
             assert cfg.trainer.strategy == "ddp_spawn"
     finally:
         Singleton.set_state(hydra_state)
+
