@@ -11,6 +11,7 @@ once; Hydra's instantiation machinery is imported when first used.
 
 from __future__ import annotations
 
+import copy
 import importlib
 import inspect
 import os
@@ -20,6 +21,7 @@ from importlib.resources import files
 from pathlib import Path
 from typing import Any
 
+from hydra.errors import CompactHydraException
 from omegaconf import DictConfig, OmegaConf
 
 __all__ = [
@@ -37,11 +39,47 @@ __all__ = [
     "instantiate_stored",
     "load_option",
     "option_name",
+    "run_name",
 ]
 
-class ConfigError(ValueError):
-    """A config value is wrong; the message names the key, the value and what is allowed."""
+class ConfigError(ValueError, CompactHydraException):
+    """A config value is wrong; the message names the key, the value and what is allowed.
 
+    A ``CompactHydraException`` too: on the command line Hydra prints its message without
+    a traceback (``HYDRA_FULL_ERROR=1`` shows one).
+    """
+
+
+def run_name(default: str, model: str, data: str) -> str:
+    """An experiment's ``task_name`` that follows a switched model or data set (resolver ``dlkit_run_name``).
+
+    ``experiment/lenet_digits.yaml`` says ``task_name: ${dlkit_run_name:lenet_digits,lenet5,digits}``:
+    with its own ``model=lenet5`` and ``data=digits`` the runs go to ``logs/lenet_digits``;
+    after ``model=mlp`` to ``logs/mlp_digits``, not under LeNet's name.
+
+    Args:
+        default: The experiment's name.
+        model: The model option the experiment chooses.
+        data: The data option it chooses.
+
+    Returns:
+        ``default``, or ``<model>_<data>`` of the options chosen for this run.
+
+    Example:
+        >>> run_name("lenet_digits", "lenet5", "digits")  # outside a Hydra run: the default
+        'lenet_digits'
+    """
+    from hydra.core.hydra_config import HydraConfig
+
+    if not HydraConfig.initialized():
+        return default
+    choices = HydraConfig.get().runtime.choices
+    chosen = (choices.get("model") or model, choices.get("data") or data)
+    return default if chosen == (model, data) else f"{chosen[0]}_{chosen[1]}"
+
+
+if not OmegaConf.has_resolver("dlkit_run_name"):
+    OmegaConf.register_new_resolver("dlkit_run_name", run_name)
 
 # conf/ at the repository root, installed as the package dlkit.conf (pyproject.toml's
 # package-dir), so a source checkout, an editable install and a wheel all find it here.
@@ -200,6 +238,9 @@ def compose_config(
     GlobalHydra.instance().clear()
     with initialize_config_module(config_module="dlkit.conf", version_base="1.3"):
         cfg = compose(config_name=config_name, overrides=list(overrides), return_hydra_config=True)
+    # Set before hydra.run.dir resolves: task_name may ask for the run's choices (run_name).
+    # A copy: HydraConfig makes the hydra node it holds read-only.
+    HydraConfig.instance().set_config(copy.deepcopy(cfg))
     if output_dir is None:
         output_dir = OmegaConf.select(cfg, "hydra.run.dir")
     with open_dict(cfg):

@@ -14,6 +14,7 @@ from __future__ import annotations
 import csv
 import json
 import logging
+import shlex
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -23,7 +24,7 @@ from hydra.experimental.callback import Callback
 from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
 
-__all__ = ["SweepSummary", "collect_jobs", "summary_markdown", "write_summary"]
+__all__ = ["SweepSummary", "best_job", "collect_jobs", "summary_markdown", "verdict", "write_summary"]
 
 log = logging.getLogger(__name__)
 
@@ -31,6 +32,8 @@ log = logging.getLogger(__name__)
 FIXED = ("job", "status", "overrides", "wall_time_s", "error")
 # Metric prefixes kept in the summary: the final validation and test values.
 METRIC_PREFIXES = ("val/", "test/")
+# Metrics that are better when smaller (by the end of their name); every other one is better larger.
+LOWER_IS_BETTER = ("loss", "error", "err", "mse", "mae", "rmse", "perplexity", "ppl", "cer", "wer")
 
 
 def collect_jobs(sweep_dir: str | Path) -> list[dict[str, Any]]:
@@ -104,6 +107,59 @@ def summary_markdown(rows: Sequence[dict[str, Any]], optimized_metric: str | Non
     return "\n".join(lines)
 
 
+def best_job(rows: Sequence[dict[str, Any]], metric: str, mode: str | None = None) -> dict[str, Any] | None:
+    """The finished job with the best ``metric``.
+
+    Args:
+        rows: From :func:`collect_jobs`.
+        metric: A metric column, e.g. ``"val/acc"``.
+        mode: ``"max"`` or ``"min"``; by default ``"min"`` for names ending in one of
+            :data:`LOWER_IS_BETTER` (``val/loss``), else ``"max"``.
+
+    Returns:
+        The row, or ``None`` when no finished job has the metric.
+
+    Example:
+        >>> best_job([{"job": "0", "status": "ok", "val/acc": 0.9}, {"job": "1", "status": "ok", "val/acc": 0.95}],
+        ...          "val/acc")["job"]
+        '1'
+    """
+    mode = mode or ("min" if metric.rsplit("/", 1)[-1].lower().endswith(LOWER_IS_BETTER) else "max")
+    done = [r for r in rows if r.get("status") == "ok" and isinstance(r.get(metric), (int, float))]
+    if not done:
+        return None
+    return (min if mode == "min" else max)(done, key=lambda r: r[metric])
+
+
+def verdict(sweep_dir: str | Path, metric: str, mode: str | None = None, program: str = "dlkit-train") -> str | None:
+    """The sweep's verdict: its best job, that job's whole command line, and its folder.
+
+    Args:
+        sweep_dir: The multirun folder.
+        metric: What "best" means (the sweep's ``optimized_metric``, else the task's monitor).
+        mode: ``"max"``/``"min"``, see :func:`best_job`.
+        program: The command the line starts with.
+
+    Returns:
+        Three lines, or ``None`` when no finished job has the metric.
+
+    Example:
+        >>> print(verdict("logs/lenet_digits/multiruns/2026-12-01_10-00-00_000000", "val/acc"))  # doctest: +SKIP
+        Best of 2 jobs by val/acc: job 1, val/acc=0.9852
+          dlkit-train optimizer.lr=0.003
+          folder: logs/lenet_digits/multiruns/2026-12-01_10-00-00_000000/1
+    """
+    rows = collect_jobs(sweep_dir)
+    best = best_job(rows, metric, mode)
+    if best is None:
+        return None
+    folder = Path(sweep_dir) / str(best["job"])
+    overrides = OmegaConf.to_container(OmegaConf.load(folder / ".hydra" / "overrides.yaml")) or []
+    command = " ".join([program, *(shlex.quote(str(o)) for o in overrides)])
+    return (f"Best of {len(rows)} jobs by {metric}: job {best['job']}, {metric}={best[metric]:.4g}\n"
+            f"  {command}\n  folder: {folder}")
+
+
 def write_summary(sweep_dir: str | Path, optimized_metric: str | None = None, show: bool = True) -> Path:
     """Write ``summary.csv`` and ``summary.md`` into a sweep's folder; log the table.
 
@@ -156,3 +212,12 @@ class SweepSummary(Callback):
 
     def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
         write_summary(config.hydra.sweep.dir, config.get("optimized_metric"))
+        # dlkit's Optuna sweeper prints its own verdict, from the study.
+        if "optuna" in str(OmegaConf.select(config, "hydra.sweeper._target_", default="")).lower():
+            return
+        monitor = OmegaConf.select(config, "task.monitor", default=None)
+        metric = config.get("optimized_metric") or monitor
+        mode = OmegaConf.select(config, "task.monitor_mode", default=None) if metric == monitor else None
+        text = verdict(config.hydra.sweep.dir, metric, mode) if metric else None
+        if text:
+            log.info("%s", text)

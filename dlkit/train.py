@@ -46,7 +46,7 @@ from dlkit.run_output import (
     write_metrics_json,
 )
 from dlkit.speed import check_precision, compile_network
-from dlkit.validation import check_checkpoint_file, check_model_fits_data, validate_config
+from dlkit.validation import check_checkpoint_file, check_factory_arguments, check_model_fits_data, validate_config
 
 __all__ = ["main", "prepare_pretrained", "resume_overrides", "train"]
 
@@ -97,6 +97,9 @@ def train(cfg: DictConfig) -> tuple[dict[str, float], dict[str, Any]]:
     net = instantiate_node(cfg.model, "model")
     optimizer = instantiate_node(cfg.optimizer, "optimizer")
     scheduler = instantiate_node(cfg.scheduler, "scheduler") if cfg.get("scheduler") else None
+    # Both are called only once Lightning sets up the model: their arguments are checked now.
+    check_factory_arguments(optimizer, "optimizer")
+    check_factory_arguments(scheduler, "scheduler", own=("interval",))
     loss = instantiate_node(cfg.loss, "loss") if cfg.get("loss") else None
     task = instantiate_node(cfg.task, "task", net=net, optimizer=optimizer, scheduler=scheduler, loss=loss)
     if cfg.get("compile"):

@@ -35,6 +35,7 @@ __all__ = [
     "Rule",
     "check_checkpoint_file",
     "check_devices",
+    "check_factory_arguments",
     "check_model_fits_data",
     "check_options",
     "check_value",
@@ -337,6 +338,74 @@ def validate_config(cfg: DictConfig, required: Sequence[str] = TRAIN_REQUIRED) -
     if problems:
         head = "" if len(problems) == 1 else f"{len(problems)} config values are wrong:\n  "
         raise ConfigError(head + "\n  ".join(problems))
+
+
+# Keras' names for torch's arguments: a Keras user's first guess.
+_KERAS_ARGUMENTS = {"learning_rate": "lr", "epsilon": "eps", "beta_1": "betas", "beta_2": "betas",
+                    "rho": "alpha", "use_ema": None, "nesterov": "nesterov"}
+
+
+def _public_name(obj: Any) -> str:
+    """``torch.optim.Adam`` rather than ``torch.optim.adam.Adam``: the shortest package that exports it."""
+    import sys
+
+    module, qualname = getattr(obj, "__module__", ""), getattr(obj, "__qualname__", repr(obj))
+    parts = module.split(".")
+    for end in range(1, len(parts) + 1):
+        package = sys.modules.get(".".join(parts[:end]))
+        if package is not None and getattr(package, qualname, None) is obj:
+            return f"{'.'.join(parts[:end])}.{qualname}"
+    return f"{module}.{qualname}"
+
+
+def check_factory_arguments(factory: Any, key: str, own: Sequence[str] = ()) -> None:
+    """Refuse arguments a config gives a class that does not take them, before anything is built.
+
+    An optimiser or scheduler node is a ``functools.partial`` (``_partial_: true``) called
+    only once the model exists, so ``+optimizer.learning_rate=0.01`` would fail later,
+    in the middle of Lightning's set-up, as a bare ``TypeError``.
+
+    Args:
+        factory: What Hydra built from the node (a partial, or a class).
+        key: The node's key in the run config (``"optimizer"``), named in the error.
+        own: Keys dlkit takes out before the call (a scheduler's ``interval``).
+
+    Raises:
+        ConfigError: Names each unknown argument, the class, its real arguments and the
+            closest one.
+
+    Example:
+        >>> import functools, torch
+        >>> check_factory_arguments(functools.partial(torch.optim.Adam, learning_rate=0.01), "optimizer")
+        Traceback (most recent call last):
+        ConfigError: optimizer.learning_rate is not an argument of torch.optim.Adam (did you mean lr?); ...
+    """
+    import difflib
+    import functools
+    import inspect
+
+    if not isinstance(factory, functools.partial):
+        return
+    target = factory.func
+    try:
+        parameters = inspect.signature(target).parameters
+    except (TypeError, ValueError):  # a builtin without a signature: nothing to check against
+        return
+    if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in parameters.values()):
+        return
+    accepted = [n for n, p in parameters.items() if n not in ("self", "params", "optimizer")
+                and p.kind in (inspect.Parameter.POSITIONAL_OR_KEYWORD, inspect.Parameter.KEYWORD_ONLY)]
+    unknown = [k for k in factory.keywords if k not in parameters and k not in own]
+    if not unknown:
+        return
+    name = _public_name(target)
+    problems = []
+    for arg in unknown:
+        alias = _KERAS_ARGUMENTS.get(arg)
+        near = [alias] if alias in accepted else difflib.get_close_matches(arg, accepted, n=1, cutoff=0.4)
+        guess = f" (did you mean {near[0]}?)" if near else ""
+        problems.append(f"{key}.{arg} is not an argument of {name}{guess}; its arguments: {', '.join(accepted)}.")
+    raise ConfigError("\n".join(problems))
 
 
 def _requested_devices(devices: Any) -> int | list[int] | None:

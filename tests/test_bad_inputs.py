@@ -96,6 +96,12 @@ CONFIG_CASES = {
     "monitor_mode up": ("task.monitor_mode=up", ConfigError, r"task\.monitor_mode must be one of 'min', 'max', got 'up'"),
     "patience negative": ("callbacks.early_stopping.patience=-1", ConfigError, r"callbacks\.early_stopping\.patience must be an integer >= 0"),
     "train not bool": ("train=1", ConfigError, r"train must be true or false, got 1"),
+    "optimizer argument Keras-named": ("+optimizer.learning_rate=0.01", ConfigError,
+                                       r"^optimizer\.learning_rate is not an argument of torch\.optim\.Adam \(did you mean "
+                                       r"lr\?\); its arguments: lr, betas, eps, weight_decay"),
+    "scheduler argument misspelt": ("scheduler=step +scheduler.step=3", ConfigError,
+                                    r"^scheduler\.step is not an argument of torch\.optim\.lr_scheduler\.StepLR \(did you "
+                                    r"mean step_size\?\)"),
     "two errors at once": ("data.batch_size=0 optimizer.lr=0", ConfigError, r"(?s)2 config values are wrong.*data\.batch_size.*optimizer\.lr"),
     # model / data mismatches: both sides named
     "num_classes 5 on 10 classes": ("model.num_classes=5", ConfigError,
@@ -137,6 +143,20 @@ def test_devices_are_counted_before_any_process_starts(case: str) -> None:
         assert problem is None
     else:
         assert problem is not None and re.search(pattern, problem), problem
+
+
+def test_the_command_line_prints_a_config_error_without_a_traceback(monkeypatch, capsys, tmp_path: Path) -> None:
+    from dlkit import train as dlkit_train
+
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("HYDRA_FULL_ERROR", raising=False)
+    monkeypatch.setattr(sys, "argv", ["dlkit-train", "optimizer.lr=-1", f"paths.log_dir={tmp_path}"])
+    with pytest.raises(SystemExit):
+        dlkit_train.main()
+    err = capsys.readouterr().err
+    assert "optimizer.lr must be > 0 and finite, got -1." in err and "Traceback" not in err
+    (log,) = tmp_path.rglob("train.log")
+    assert "Traceback" in log.read_text()  # the run folder keeps it
 
 
 @pytest.mark.parametrize("case", CONFIG_CASES, ids=str)

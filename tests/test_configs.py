@@ -120,6 +120,20 @@ def test_compose_config_defaults_to_dlkit_trains_run_folder() -> None:
     assert cfg.paths.output_dir == OmegaConf.select(cfg, "hydra.run.dir")
 
 
+@pytest.mark.parametrize(("overrides", "task_name", "tags"), [
+    ([], "lenet_digits", ["digits", "lenet5"]),
+    (["model=mlp"], "mlp_digits", ["digits", "mlp"]),           # not filed under LeNet's name
+    (["data=fashion_mnist"], "lenet5_fashion_mnist", ["fashion_mnist", "lenet5"]),
+    (["model=mlp", "task_name=mine"], "mine", ["digits", "mlp"]),  # an explicit name wins
+])
+def test_runs_land_where_their_name_says(overrides: list[str], task_name: str, tags: list[str]) -> None:
+    from dlkit.config import compose_config
+
+    cfg = compose_config("train", overrides)
+    assert (cfg.task_name, list(cfg.tags)) == (task_name, tags)
+    assert f"/{task_name}/runs/" in cfg.paths.output_dir.replace("\\", "/")
+
+
 def test_compose_config_bad_override_names_the_key() -> None:
     from hydra.errors import ConfigCompositionException
 

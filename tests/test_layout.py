@@ -33,6 +33,7 @@ LEVELS = {
     "dlkit.models": 2,
     "dlkit.data": 2,
     "dlkit.callbacks": 3,
+    "dlkit.loggers": 3,
     "dlkit.tasks": 4,
     "dlkit.train": 5,
     "dlkit.sweep": 5,

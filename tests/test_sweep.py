@@ -3,15 +3,17 @@
 from __future__ import annotations
 
 import csv
+import logging
 import os
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
+from omegaconf import OmegaConf
 
 from dlkit.run_output import write_metrics_json
-from dlkit.sweep import collect_jobs, summary_markdown, write_summary
+from dlkit.sweep import SweepSummary, best_job, collect_jobs, summary_markdown, write_summary
 from tests.conftest import FAST
 
 REPO = Path(__file__).resolve().parents[1]
@@ -59,5 +61,26 @@ def test_rows_follow_the_job_numbers_and_a_job_without_metrics_is_missing(tmp_pa
     assert table.splitlines()[0] == "| job | status | overrides | wall_time_s | val/acc | error |"
 
 
+@pytest.mark.parametrize(("metric", "mode", "best"), [("val/acc", None, "1"), ("val/loss", None, "0"),
+                                                     ("val/acc", "min", "0")])
+def test_the_best_job_is_found_by_the_metrics_direction(metric: str, mode: str | None, best: str) -> None:
+    rows = [{"job": "0", "status": "ok", "val/acc": 0.90, "val/loss": 0.2},
+            {"job": "1", "status": "ok", "val/acc": 0.95, "val/loss": 0.3},
+            {"job": "2", "status": "failed", "val/acc": 0.99, "val/loss": 0.1}]  # failed: never the best
+    assert best_job(rows, metric, mode)["job"] == best
+
+
+def test_a_finished_sweep_ends_with_its_verdict(tmp_path: Path, caplog) -> None:
+    for num, (lr, acc) in enumerate((("0.001", 0.91), ("0.003", 0.97))):
+        _job(tmp_path, num, ["seed=1", f"optimizer.lr={lr}", "data.name=a b"], {"val/acc": acc})
+    config = OmegaConf.create({"hydra": {"sweep": {"dir": str(tmp_path)}, "sweeper": {"_target_": "basic"}},
+                               "optimized_metric": "val/acc", "task": {"monitor": "val/acc", "monitor_mode": "max"}})
+    with caplog.at_level(logging.INFO, logger="dlkit.sweep"):
+        SweepSummary().on_multirun_end(config)
+    assert ("Best of 2 jobs by val/acc: job 1, val/acc=0.97\n  dlkit-train seed=1 optimizer.lr=0.003 'data.name=a b'"
+            f"\n  folder: {tmp_path / '1'}") in caplog.text
+
+
 def test_docstring_examples(docstring_examples) -> None:
     docstring_examples(summary_markdown)
+    docstring_examples(best_job)

@@ -78,6 +78,7 @@ def test_short_real_run_learns_digits_and_logs_to_tensorboard(compose_train, tmp
     assert len(scalars["val/acc"]) == 6
     # The HPARAMS tab reads these curves themselves (tests/callbacks/test_hparams.py): no hp/* copies.
     assert not any(t.startswith("hp/") for t in scalars), sorted(scalars)
+    assert "epoch" not in scalars  # Lightning's staircase stays in the CSV, out of the first page
     assert (run / "tensorboard" / "hparams.yaml").is_file()
 
 
