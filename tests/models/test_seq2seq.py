@@ -315,3 +315,14 @@ def test_bad_options_raise() -> None:
         create_model("seq2seq_luong", src_vocab_size=SRC_V, tgt_vocab_size=TGT_V, score="cosine")
     with pytest.raises(ValueError, match="attention must be one of"):
         RNNSeq2Seq(Seq2SeqConfig(src_vocab_size=SRC_V, tgt_vocab_size=TGT_V), attention="multihead")
+
+
+def test_the_transformers_teacher_forced_forward_is_one_graph_for_torch_compile() -> None:
+    # compile=true: the value checks (ids in the vocabulary, lengths in range) read tensors
+    # back and would split the graph; under torch.compile only shapes and dtypes are checked.
+    # (The recurrent models' time loops over lengths still split it: not yet tested here.)
+    import torch._dynamo
+
+    torch._dynamo.reset()
+    explained = torch._dynamo.explain(build("transformer_seq2seq").train())(*batch())
+    assert explained.graph_break_count == 0, [r.reason.splitlines()[0] for r in explained.break_reasons]
