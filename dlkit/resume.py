@@ -66,6 +66,7 @@ RESUMABLE_KEYS = (
     "callbacks.model_summary",
     "callbacks.step_timer",
     "compile",
+    "channels_last",
     "logger",
     "paths",
     "tags",

@@ -1,9 +1,15 @@
-"""Speed switches of a run: ``compile=true`` (torch.compile) and a precision the CPU only emulates.
+"""Speed switches of a run: ``compile=true`` (torch.compile), ``channels_last`` for CNNs on a GPU,
+and a precision the CPU only emulates.
 
 ``dlkit-train compile=true`` compiles the network in place (``nn.Module.compile``: the
 state_dict keeps its names, so checkpoints stay loadable without it). Compiling happens
 on the first calls, so :class:`~dlkit.callbacks.StepTimer` states the one-off cost in
 the log: the first training step's time against the median of the next ones.
+
+``channels_last: auto`` (the default) stores a convolutional network's weights in the
+NHWC memory format when it trains on a CUDA GPU, where cuDNN's convolutions (and tensor
+cores under mixed precision) are fastest in it; on the CPU oneDNN chooses its own layouts
+and the switch stays off. ``channels_last=true``/``false`` forces it.
 
 ``trainer.precision=bf16-mixed`` runs bfloat16 matrix products natively only on CPUs
 with AVX-512 BF16 or AMX; elsewhere oneDNN converts to float32 and back, which is slower
@@ -21,7 +27,7 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     import torch.nn as nn
 
-__all__ = ["check_precision", "compile_network", "native_bf16"]
+__all__ = ["check_precision", "compile_network", "native_bf16", "use_channels_last"]
 
 log = logging.getLogger(__name__)
 
@@ -109,3 +115,37 @@ def compile_network(net: nn.Module) -> nn.Module:
     log.info("compile=true: %s is compiled by torch.compile on its first calls (the first step's time "
              "says what that cost).", type(net).__name__)
     return net
+
+
+def use_channels_last(net: nn.Module, setting: bool | str | None, accelerator: str | None) -> bool:
+    """Put a convolutional network in the channels-last memory format when it pays.
+
+    Args:
+        net: The network (changed in place; its state_dict keeps names and shapes).
+        setting: ``"auto"`` (on a CUDA GPU, for networks with 2-D convolutions), ``True``
+            or ``False``.
+        accelerator: ``trainer.accelerator`` (``"gpu"``, ``"cuda"``, ``"cpu"``, ``"auto"``).
+
+    Returns:
+        Whether the network was converted.
+
+    Raises:
+        ValueError: A ``setting`` other than ``"auto"``, true or false.
+
+    Example:
+        >>> import torch
+        >>> use_channels_last(torch.nn.Conv2d(1, 2, 3), "auto", "cpu")  # the CPU: left as it is
+        False
+    """
+    import torch
+
+    if setting not in ("auto", True, False, None):
+        raise ValueError(f"channels_last must be auto, true or false, got {setting!r}.")
+    has_conv = any(isinstance(m, torch.nn.Conv2d) for m in net.modules())
+    on_gpu = str(accelerator).lower() in ("gpu", "cuda") or (
+        str(accelerator).lower() == "auto" and torch.cuda.is_available())
+    if setting is True or (setting == "auto" and has_conv and on_gpu):
+        net.to(memory_format=torch.channels_last)
+        log.info("channels_last: %s keeps its convolution weights in NHWC.", type(net).__name__)
+        return True
+    return False

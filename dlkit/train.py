@@ -45,7 +45,7 @@ from dlkit.run_output import (
     run_hparams,
     write_metrics_json,
 )
-from dlkit.speed import check_precision, compile_network
+from dlkit.speed import check_precision, compile_network, use_channels_last
 from dlkit.validation import check_checkpoint_file, check_factory_arguments, check_model_fits_data, validate_config
 
 __all__ = ["main", "prepare_pretrained", "resume_overrides", "train"]
@@ -102,6 +102,7 @@ def train(cfg: DictConfig) -> tuple[dict[str, float], dict[str, Any]]:
     check_factory_arguments(scheduler, "scheduler", own=("interval",))
     loss = instantiate_node(cfg.loss, "loss") if cfg.get("loss") else None
     task = instantiate_node(cfg.task, "task", net=net, optimizer=optimizer, scheduler=scheduler, loss=loss)
+    use_channels_last(net, cfg.get("channels_last", "auto"), cfg.trainer.get("accelerator"))
     if cfg.get("compile"):
         compile_network(net)
     check_precision(cfg.trainer.get("precision"), cfg.trainer.get("accelerator"))

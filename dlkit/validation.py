@@ -138,7 +138,7 @@ PRECISIONS = ("32-true", "16-mixed", "bf16-mixed", "16-true", "bf16-true", "64-t
 SCHEMA: tuple[tuple[str, Rule], ...] = (
     # root
     ("seed", _SEED),
-    ("train", _BOOL), ("test", _BOOL), ("compile", _BOOL),
+    ("train", _BOOL), ("test", _BOOL), ("compile", _BOOL), ("channels_last", _either(_BOOL, _choice("auto"))),
     ("task_name", _TEXT),
     ("ckpt_path", _TEXT),
     ("split", _choice("test", "val")),

@@ -57,3 +57,33 @@ def test_emulated_bf16_warns_with_the_measured_cost(monkeypatch: pytest.MonkeyPa
         warnings.simplefilter("error")
         assert speed.check_precision("bf16-mixed", "cpu") is None
         assert speed.check_precision("32-true", "cpu") is None
+
+
+@pytest.mark.parametrize(("setting", "accelerator", "converted"), [
+    ("auto", "cpu", False),   # oneDNN picks its own layouts
+    ("auto", "gpu", True),    # cuDNN is fastest in NHWC (the call itself needs no GPU)
+    (True, "cpu", True),
+    (False, "gpu", False),
+])
+def test_channels_last_for_cnns_on_a_gpu(setting, accelerator: str, converted: bool) -> None:
+    from dlkit.models import create_model
+    from dlkit.speed import use_channels_last
+
+    torch.manual_seed(0)
+    net = create_model("lenet5", num_classes=3).eval()
+    x = torch.randn(2, 1, 32, 32)
+    before = net(x)
+    assert use_channels_last(net, setting, accelerator) is converted
+    # The second convolution: a 1-channel kernel is contiguous in both layouts.
+    conv = [m for m in net.modules() if isinstance(m, torch.nn.Conv2d)][1]
+    assert conv.weight.is_contiguous(memory_format=torch.channels_last) is converted
+    torch.testing.assert_close(net(x), before)  # the same function, another layout
+
+
+def test_channels_last_refuses_an_unknown_setting() -> None:
+    from dlkit.speed import use_channels_last
+
+    with pytest.raises(ValueError, match="channels_last must be auto, true or false, got 'yes'"):
+        use_channels_last(torch.nn.Conv2d(1, 1, 1), "yes", "cpu")
+    # An MLP has no convolution: auto leaves it alone even on a GPU.
+    assert use_channels_last(torch.nn.Linear(2, 2), "auto", "gpu") is False
