@@ -351,6 +351,7 @@ _NAMESPACES: tuple[tuple[str, str, bool], ...] = (
     ("dlkit.data", "dlkit.data", True),
     ("dlkit.callbacks", "dlkit.callbacks", True),
     ("dlkit.tasks", "dlkit.tasks", True),
+    ("dlkit.loggers", "dlkit.loggers", True),
     ("torch.nn", "torch.nn", False),
     ("torch.optim", "torch.optim", False),
     ("lightning.pytorch.callbacks", "lightning", False),
