@@ -24,6 +24,7 @@ _LAZY = {
     "Seq2Seq": "dlkit.tasks",
     "Task": "dlkit.tasks",
     "create_model": "dlkit.models",
+    "load_model": "dlkit.tasks",
     "list_models": "dlkit.models",
     "register_model": "dlkit.models",
     "tune": "dlkit.tuning",

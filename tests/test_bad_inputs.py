@@ -275,7 +275,8 @@ PYTHON_CASES: dict[str, tuple[Callable[[], Any], type, str, str]] = {
                             r"train y\[41\] = 3 is not a class index in \[0, 3\)", BEFORE),
     "negative label": (lambda: _fit(_clf(), X, _with(Y, (41,), -1)), DataError, r"train y\[41\] = -1 is not a class index", BEFORE),
     "all labels ignored": (lambda: _fit(_clf(), X, np.full(64, -100)), DataError, r"train y equals the loss' ignore_index -100", BEFORE),
-    "float labels": (lambda: _fit(_clf(), X, Y.astype(np.float32)), DataError, r"train y holds floats .*y\.astype\('int64'\)", BEFORE),
+    "non-integer float labels": (lambda: _fit(_clf(), X, Y + 0.5), DataError,
+                                 r"train y\[0\] = \d\.5: train y holds floats \(torch\.float32\) that are not whole numbers.*y\.astype\('int64'\)", BEFORE),
     "labels of shape (N, 1)": (lambda: _fit(_clf(), X, Y[:, None]), DataError, r"train y has shape \(64, 1\).*y\.reshape\(-1\)", BEFORE),
     "binary label 2": (lambda: _fit(_clf(1), X, _with(Y, (0,), 2)), DataError, r"train y\[0\] = 2 is not a class index in \[0, 2\)", BEFORE),
     "empty arrays": (lambda: _fit(_clf(), np.zeros((0, 4), np.float32), np.zeros(0, np.int64)), DataError,
@@ -378,6 +379,7 @@ def test_the_label_check_leaves_a_valid_batch_alone() -> None:
     clf.validate_targets(out, torch.tensor([0, 2, 1, 0]), "y")
     clf.validate_targets(out, torch.tensor([0, -100, 1, 2]), "y")  # ignored labels are fine
     clf.validate_targets(out, torch.softmax(torch.randn(4, 3), -1), "y")  # soft labels
+    clf.validate_targets(out, torch.tensor([0.0, 2.0, 1.0, 0.0]), "y")  # whole-number floats: class indices
 
 
 # ----------------------------------------------------------------------------- the CLI

@@ -8,7 +8,9 @@ from dlkit.tasks.seq2seq import Seq2Seq
 from dlkit.tasks.summary import ModelSummary, summarize
 from dlkit.tasks.fine_tune import fine_tune
 from dlkit.tasks.param_groups import GroupRates, parse_lr
+from dlkit.tasks.saving import load_model
 
 __all__ = ["Classifier", "ModelSummary", "Regressor", "Task", "build_optimizer", "summarize"]
 __all__ += ["Seq2Seq"]
 __all__ += ["GroupRates", "fine_tune", "parse_lr"]
+__all__ += ["load_model"]

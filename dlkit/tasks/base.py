@@ -26,7 +26,7 @@ from torchmetrics import MetricCollection
 from dlkit.callbacks.history import History
 from dlkit.callbacks.lr_logger import LearningRateLogger
 from dlkit.callbacks.terminate_on_nan import TerminateOnNaN
-from dlkit.checkpoint import CONFIG_KEY
+from dlkit.checkpoint import resolve_ckpt_path
 from dlkit.config import instantiate_option
 from dlkit.data.checks import DataError, check_arrays
 from dlkit.data.tensor import TensorBatchLoader, arrays_to_datamodule, as_loader, as_tensor, is_loader
@@ -48,6 +48,7 @@ from dlkit.tasks.optim import (
     schedule_interval,
 )
 from dlkit.tasks.checks import check_net_accepts
+from dlkit.tasks.saving import SaveLoad, plain_compile_settings
 from dlkit.tasks.summary import ModelSummary, summarize
 from dlkit.validation import check_options, check_value
 
@@ -60,7 +61,7 @@ STAGES = ("train", "val", "test")
 SINGLE_OUTPUT = "_"
 
 
-class Task(BestValueLogging, EpochMeanLogging):
+class Task(SaveLoad, BestValueLogging, EpochMeanLogging):
     """Base class of dlkit's tasks: loss, metrics, optimiser wiring and the Keras face.
 
     Args:
@@ -168,6 +169,8 @@ class Task(BestValueLogging, EpochMeanLogging):
             >>> clf = Classifier(create_model("lenet5"))
             >>> clf.compile(optimizer="sgd", lr=0.1, momentum=0.9, metrics=["accuracy", "f1"])
         """
+        self.compile_settings = plain_compile_settings(optimizer=optimizer, lr=lr, loss=loss, metrics=metrics,
+                                                       scheduler=scheduler, loss_weights=loss_weights, **optimizer_kwargs)
         self.lr_spread: GroupRates | None = None
         if isinstance(lr, (slice, Mapping)):
             lr, self.lr_spread = parse_lr(lr)
@@ -210,6 +213,7 @@ class Task(BestValueLogging, EpochMeanLogging):
         validation_split: float = 0.0,
         shuffle_seed: int = 0,
         verbose: bool = True,
+        ckpt_path: str | None = None,
         **trainer_kwargs: Any,
     ) -> History:
         """Train, Keras-style; return the per-epoch :class:`History`.
@@ -226,6 +230,9 @@ class Task(BestValueLogging, EpochMeanLogging):
                 Keras does) when ``validation_data`` is not given. Defaults to 0.
             shuffle_seed: Seed of the shuffling order for array data. Defaults to 0.
             verbose: Show the progress bar. Defaults to True.
+            ckpt_path: Resume from this checkpoint of an earlier ``fit`` (a ``.ckpt`` file, or a run
+                folder: its ``last.ckpt``), as ``dlkit-train ckpt_path=`` does: training goes on from the
+                epoch after it (Keras' ``initial_epoch``) up to ``epochs``. Defaults to None.
             **trainer_kwargs: Passed to ``lightning.Trainer`` (``accelerator``,
                 ``precision``, ``logger``, ``default_root_dir``...). The Python face
                 runs without logger and checkpoints unless you pass them.
@@ -241,6 +248,7 @@ class Task(BestValueLogging, EpochMeanLogging):
             raise ValueError(f"epochs (trainer.max_epochs) must be > 0 and an integer, got {epochs!r}.")
         if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size <= 0:
             raise ValueError(f"batch_size must be a positive integer, got {batch_size!r}.")
+        ckpt_path = resolve_ckpt_path(ckpt_path, prefer="last") if ckpt_path is not None else None
         history = History()
         callbacks = [*callbacks, *self.default_callbacks(callbacks), history]
         with lightning_info(verbose):
@@ -248,9 +256,9 @@ class Task(BestValueLogging, EpochMeanLogging):
             if isinstance(data, L.LightningDataModule):
                 if hasattr(data, "example_input"):
                     self.check_example_input(data.example_input(), f"data {type(data).__name__}")
-                trainer.fit(self, datamodule=data)
+                trainer.fit(self, datamodule=data, ckpt_path=ckpt_path)
             elif is_loader(data):
-                trainer.fit(self, train_dataloaders=data, val_dataloaders=validation_data)
+                trainer.fit(self, train_dataloaders=data, val_dataloaders=validation_data, ckpt_path=ckpt_path)
             else:
                 try:
                     dm = arrays_to_datamodule(data, y, batch_size, validation_data, validation_split, shuffle_seed)
@@ -258,7 +266,7 @@ class Task(BestValueLogging, EpochMeanLogging):
                     raise DataError(f"fit(x, y): x and y must hold numbers (int, float or bool): {err}") from err
                 for split, (x, t) in dm.splits.items():  # every label checked before the first step
                     self.validate_targets(self.check_example_input(x[:2], f"the {split} arrays"), t, f"{split} y")
-                trainer.fit(self, datamodule=dm)
+                trainer.fit(self, datamodule=dm, ckpt_path=ckpt_path)
         return history
 
     def fine_tune(self, data: DataSpec, epochs: int, freeze_epochs: int = 1, base_lr: float = 2e-3,
@@ -280,7 +288,11 @@ class Task(BestValueLogging, EpochMeanLogging):
         verbose: bool = False,
         **trainer_kwargs: Any,
     ) -> dict[str, float]:
-        """Loss and metrics on data, as a dict without the stage prefix (``{"loss":, "acc":}``).
+        """Loss and metrics on data, keyed by metric name without the stage prefix (``{"loss":, "acc":}``).
+
+        The convention: ``evaluate(...)[name]`` is the ``test/<name>`` a run logs, and
+        ``fit``'s History holds the same names per epoch as ``train/<name>`` and ``val/<name>``
+        (plus ``val/<name>_best`` and ``train/lr``): ``history.history["val/" + k]`` for every key ``k``.
 
         Args:
             data: A DataModule (its test split), ``x`` with ``y``, ``(x, y)`` or a loader.
@@ -354,7 +366,8 @@ class Task(BestValueLogging, EpochMeanLogging):
             print_fn: Where the table goes. Defaults to ``print``.
 
         Returns:
-            The :class:`~dlkit.tasks.summary.ModelSummary` (totals as attributes).
+            The :class:`~dlkit.tasks.summary.ModelSummary` (totals as attributes); its repr
+            is one line, so a notebook shows the table once, as Keras' ``summary()`` does.
         """
         example = torch.zeros(*input_size) if input_size is not None else self._example_input()
         if isinstance(example, Tensor):
@@ -434,38 +447,6 @@ class Task(BestValueLogging, EpochMeanLogging):
             "lr_scheduler": {"scheduler": scheduler, "interval": interval, "monitor": self.monitor},
         }
 
-    @classmethod
-    def load_from_checkpoint(  # type: ignore[override]
-        cls,
-        checkpoint_path: Any,
-        map_location: Any = None,
-        hparams_file: Any = None,
-        strict: bool | None = None,
-        **kwargs: Any,
-    ) -> Any:
-        """Lightning's ``load_from_checkpoint``, always with ``weights_only=True``.
-
-        Lightning passes ``weights_only=None``, which ``TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD=1``
-        turns into a full unpickle: a checkpoint from someone else must never run code.
-        Arguments are Lightning's; ``net=`` is required (the network is no hyper-parameter).
-
-        Example:
-            >>> clf = Classifier.load_from_checkpoint("last.ckpt", net=create_model("lenet5"))  # doctest: +SKIP
-        """
-        if kwargs.pop("weights_only", True) is not True:
-            raise ValueError("dlkit loads checkpoints with weights_only=True only.")
-        return super().load_from_checkpoint(
-            checkpoint_path, map_location=map_location, hparams_file=hparams_file, strict=strict,
-            weights_only=True, **kwargs,
-        )  # fmt: skip
-
-    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
-        super().on_save_checkpoint(checkpoint)
-        # A checkpoint carries the composed run config when Hydra made it, so
-        # dlkit-eval can rebuild the network from the file alone.
-        if getattr(self, "run_config", None) is not None:
-            checkpoint[CONFIG_KEY] = self.run_config
-
     # ------------------------------------------------------------------ internals
     def _build_metrics(self, per_output: Mapping[str, Sequence[str]]) -> None:
         collections: dict[str, MetricCollection] = {}
@@ -515,6 +496,7 @@ class Task(BestValueLogging, EpochMeanLogging):
         x, y = batch
         out, auxiliary = self._split_auxiliary(self(x))
         self.validate_targets(out, y, f"{stage} batch {batch_idx}: y")
+        y = self.prepare_targets(out, y)
         loss, parts = combine_losses(self.loss_fns, self.loss_weights, out, y, single_key=SINGLE_OUTPUT)
         if auxiliary:
             aux_loss = sum(self.loss_fns[SINGLE_OUTPUT](a, y) for a in auxiliary.values())
@@ -562,6 +544,10 @@ class Task(BestValueLogging, EpochMeanLogging):
         Runs on every batch (``where`` names it: ``"train batch 3: y"``) and, in :meth:`fit`,
         on whole arrays before training. Subclasses check their kind of target; here, nothing.
         """
+
+    def prepare_targets(self, out: Any, y: Any) -> Any:
+        """Targets as the loss and metrics take them, after :meth:`validate_targets`; here ``y`` itself."""
+        return y
 
     def check_example_input(self, example: Any, data: str) -> Any:
         """Run the network once on ``example`` (a few inputs of ``data``), so a mismatch fails before training.

@@ -2,7 +2,7 @@
 
 Labels outside ``[0, num_classes)`` otherwise end in ``IndexError: Target 7 is out of
 bounds`` deep inside torch (or, on a GPU, a device-side assert), float labels in a dtype
-error, and a batch whose labels all equal the loss' ``ignore_index`` in a NaN loss.
+error (unless they are whole numbers, which are taken as class indices), and a batch whose labels all equal the loss' ``ignore_index`` in a NaN loss.
 :func:`check_class_targets` runs on every batch: on the usual, valid batch it costs one
 ``min`` and one ``max`` over the labels (a few microseconds), and only a bad batch pays
 for finding the first bad sample.
@@ -19,7 +19,7 @@ from torch import Tensor
 from dlkit.config import ConfigError
 from dlkit.data.checks import DataError, first_non_finite
 
-__all__ = ["check_class_targets", "check_net_accepts", "check_regression_targets"]
+__all__ = ["as_class_indices", "check_class_targets", "check_net_accepts", "check_regression_targets"]
 
 
 def _first(mask: Tensor) -> int:
@@ -30,7 +30,8 @@ def _first(mask: Tensor) -> int:
 def check_class_targets(out: Tensor, target: Tensor, where: str, ignore_index: int | None = None) -> None:
     """Raise a :class:`~dlkit.data.checks.DataError` unless ``target`` fits classifier outputs ``out``.
 
-    Accepted: class indices (integers) of shape ``(B, *out.shape[2:])`` in ``[0, C)``, where
+    Accepted: class indices (integers, or floats holding whole numbers, as Keras takes
+    them) of shape ``(B, *out.shape[2:])`` in ``[0, C)``, where
     ``C = out.shape[1]`` (``ignore_index`` allowed, as long as some label is not ignored);
     class probabilities shaped like ``out``; for one-logit (binary) outputs, 0/1 labels or
     probabilities in ``[0, 1]``, one per sample.
@@ -56,13 +57,18 @@ def check_class_targets(out: Tensor, target: Tensor, where: str, ignore_index: i
     binary = classes == 1
     if target.numel() == 0:
         return
-    if target.is_floating_point():
-        if not (binary or tuple(target.shape[1:]) == per_sample):
+    if target.is_floating_point() and not (binary or tuple(target.shape[1:]) == per_sample):
+        whole = target == target.round()  # NaN and inf are not whole
+        if not bool(whole.all()):
+            i = _first(~whole)
             raise DataError(
-                f"{where} holds floats ({target.dtype}, shape {tuple(target.shape)}), but a classifier with "
-                f"{classes} outputs takes integer class indices, shape (B,): convert them (y.astype('int64') in "
-                f"NumPy, y.long() in torch), or give class probabilities of shape (B, {classes})."
+                f"{where}[{i}] = {target[i].flatten()[~whole[i].flatten()][0].item()}: {where} holds floats "
+                f"({target.dtype}) that are not whole numbers, but a classifier with {classes} outputs takes class "
+                f"indices, shape (B,): convert labels with y.astype('int64') in NumPy (y.long() in torch), give "
+                f"class probabilities of shape (B, {classes}), or use a Regressor for real-valued targets."
             )
+        target = target.long()  # whole numbers: class indices, checked as such below
+    if target.is_floating_point():
         if float(target.min()) >= 0 and float(target.max()) <= 1:  # NaN fails both
             return
         i = _first(~((target >= 0) & (target <= 1)))
@@ -103,6 +109,31 @@ def check_class_targets(out: Tensor, target: Tensor, where: str, ignore_index: i
         f"{where}[{i}] = {value} is not a class index in [0, {classes}) ({what}). "
         "Fix the labels (classes are numbered from 0), or set model.num_classes to the number of classes."
     )
+
+
+def as_class_indices(out: Tensor, target: Tensor) -> Tensor:
+    """``target`` as int64 when it holds float class indices (Keras' ``np.array([0., 2.])``), else unchanged.
+
+    Float targets shaped like ``out`` are class probabilities, and those of a one-output
+    (binary) classifier are 0/1 labels for its BCE loss: both stay floats. Run it after
+    :func:`check_class_targets`, which rejects floats that are not whole numbers.
+
+    Args:
+        out: The network's outputs ``(B, C, ...)``.
+        target: The targets of the same samples.
+
+    Returns:
+        The targets the loss and metrics take.
+
+    Example:
+        >>> as_class_indices(torch.zeros(3, 4), torch.tensor([0.0, 3.0, 1.0]))
+        tensor([0, 3, 1])
+    """
+    per_sample = tuple(out.shape[1:])
+    binary = (per_sample[0] if per_sample else 1) == 1
+    if target.is_floating_point() and not binary and tuple(target.shape[1:]) != per_sample:
+        return target.long()
+    return target
 
 
 def check_regression_targets(out: Tensor, target: Tensor, where: str) -> None:

@@ -10,7 +10,7 @@ from torch import Tensor
 
 from dlkit.losses import BCELoss
 from dlkit.tasks.base import SINGLE_OUTPUT, Task
-from dlkit.tasks.checks import check_class_targets
+from dlkit.tasks.checks import as_class_indices, check_class_targets
 from dlkit.tasks.metrics import build_metric
 
 __all__ = ["Classifier"]
@@ -53,6 +53,13 @@ class Classifier(Task):
         self._num_classes_arg = dict(num_classes) if isinstance(num_classes, Mapping) else num_classes
         super().__init__(net, monitor=monitor, monitor_mode=monitor_mode, **kwargs)
         self.hparams["num_classes"] = self._num_classes_arg
+        # Set from the DataModule in setup(), or from a checkpoint; saved with the task.
+        self.class_names: list[str] | None = None
+
+    def setup(self, stage: str) -> None:
+        names = getattr(getattr(self.trainer, "datamodule", None), "class_names", None)
+        if names is not None:
+            self.class_names = [str(n) for n in names]
 
     def num_classes_of(self, output: str) -> int | None:
         """Classes of ``output`` (``SINGLE_OUTPUT`` for a single-output network)."""
@@ -83,6 +90,14 @@ class Classifier(Task):
         elif isinstance(out, Mapping) and isinstance(y, Mapping):
             for name in self.loss_fns.keys() & out.keys() & y.keys():
                 check_class_targets(out[name], y[name], f"{where}[{name!r}]", getattr(self.loss_fns[name], "ignore_index", None))
+
+    def prepare_targets(self, out: Any, y: Any) -> Any:
+        """Integer-valued float class indices (``np.array([0., 2.])``) as int64; see :func:`~dlkit.tasks.checks.as_class_indices`."""
+        if isinstance(out, Tensor) and isinstance(y, Tensor):
+            return as_class_indices(out, y)
+        if isinstance(out, Mapping) and isinstance(y, Mapping):
+            return {k: as_class_indices(out[k], t) if k in out and isinstance(t, Tensor) else t for k, t in y.items()}
+        return y
 
     def metric_inputs(self, out: Tensor, target: Tensor) -> tuple[Tensor, Tensor]:
         out = out.detach()

@@ -13,9 +13,9 @@ from torch import Tensor
 __all__ = ["ModelSummary", "summarize"]
 
 
-@dataclass
+@dataclass(repr=False)  # __repr__ below: one line, not the fields
 class ModelSummary:
-    """The numbers behind the table; ``str(summary)`` is the table itself.
+    """The numbers behind the table; ``str(summary)`` is the table itself, ``repr`` one line.
 
     Attributes:
         rows: ``(layer name, layer type, output shape or "?", parameter count)`` per layer.
@@ -35,6 +35,12 @@ class ModelSummary:
     trainable_params: int
     non_trainable_params: int
     trainable: list[str] = field(default_factory=list)
+
+    def __repr__(self) -> str:
+        # One line: summary() has printed the table, and a notebook shows the returned
+        # object's repr after it; the table is str(summary).
+        return (f"ModelSummary({self.title!r}: {len(self.rows)} layers, {self.total_params:,} params, "
+                f"{self.trainable_params:,} trainable)")
 
     def __str__(self) -> str:
         header = ("Layer (type)", "Output Shape", "Param #", "Trainable")
