@@ -65,6 +65,7 @@ RESUMABLE_KEYS = (
     "callbacks.rich_progress_bar",
     "callbacks.model_summary",
     "callbacks.step_timer",
+    "callbacks.epoch_log",
     "compile",
     "channels_last",
     "logger",

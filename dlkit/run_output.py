@@ -17,6 +17,8 @@ import json
 import logging
 import math
 import os
+import re
+import sys
 import time
 import warnings
 from collections.abc import Callable, Iterable, Mapping
@@ -47,20 +49,72 @@ class NonFiniteLossError(FloatingPointError):
     """A loss or metric became NaN or infinite; the message names the step and the likely cause."""
 
 
+# Lightning start-up notes that say nothing about this run: advertisements, the absence
+# of accelerators on a CPU-only machine, and the default summary dlkit's replaces.
+_NOISE = re.compile(
+    r"^\W*Tip:|^GPU available: False, used: False$|^TPU available: False, using: 0 TPU cores$"
+    r"|^Trainer already configured with model summary callbacks"
+)
+
+
+class _QuietStart(logging.Filter):
+    """Drops the records of :data:`_NOISE`; a GPU that exists or is used is still reported."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not _NOISE.search(record.getMessage())
+
+
+class _CurrentStream:
+    """Writes to whatever ``sys.stdout`` (or ``sys.stderr``) is at the time of the write.
+
+    A live progress bar (Rich) swaps ``sys.stdout`` for a proxy that prints above the
+    bar; a handler that kept the original stream would write through the bar, whose
+    next redraw erases the line.
+    """
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+
+    def write(self, text: str) -> int:
+        return getattr(sys, self.name).write(text)
+
+    def flush(self) -> None:
+        getattr(sys, self.name).flush()
+
+
 def route_lightning_logs() -> None:
-    """Send Lightning's log lines through the root logger only (once, to console and file).
+    """Send Lightning's log lines through the root logger only (once, to console and file), minus its noise.
 
     Lightning gives its loggers their own console handler; under Hydra, which logs the
     root logger to the console and to ``<run>/<job>.log``, every line would show twice.
     Lightning's version-mismatch ``LeafSpec`` deprecation warning is silenced too:
-    it is about Lightning's internals, and users can do nothing about it.
+    it is about Lightning's internals, and users can do nothing about it. So are its
+    "Tip:" advertisements, "GPU available: False" / "TPU available: False" on a machine
+    without them (a GPU that exists or is used is still reported) and the note that
+    the Trainer's default model summary was not added (dlkit's
+    :class:`~dlkit.callbacks.ModelSummary` replaces it), by a filter on Lightning's
+    ``rank_zero`` loggers, which write these notes. The root logger's console handler
+    writes to the current ``sys.stdout``, so a live progress bar keeps log lines (the
+    per-epoch ones) above it instead of drawing over them.
 
     Example:
         >>> route_lightning_logs()  # before building the Trainer
     """
     warnings.filterwarnings("ignore", message=".*isinstance\\(treespec, LeafSpec\\).*")
-    if not logging.getLogger().handlers:
+    for name in ("lightning.pytorch.utilities.rank_zero", "lightning.fabric.utilities.rank_zero"):
+        logger = logging.getLogger(name)
+        if not any(isinstance(f, _QuietStart) for f in logger.filters):
+            logger.addFilter(_QuietStart())
+    root = logging.getLogger()
+    if not root.handlers:
         return
+    for handler in root.handlers:
+        if type(handler) is logging.StreamHandler:  # the console, not a file or a test's capture
+            stream = handler.stream
+            name = "stdout" if stream in (sys.stdout, sys.__stdout__) else "stderr" if stream in (
+                sys.stderr, sys.__stderr__) else None
+            if name:
+                handler.setStream(_CurrentStream(name))  # type: ignore[arg-type]
     for name in ("lightning", "lightning.pytorch", "lightning.fabric"):
         logger = logging.getLogger(name)
         for handler in [h for h in logger.handlers if isinstance(h, logging.StreamHandler)]:

@@ -139,7 +139,8 @@ def bench_ddp(args: argparse.Namespace) -> None:
 
 def run_compile(experiment: str, compiled: bool, steps: int, work: Path) -> dict[str, Any]:
     """A run of ``steps`` training steps, eager or compiled; the clock's figures."""
-    overrides = ["trainer.max_epochs=1", f"+trainer.limit_train_batches={steps}", "+trainer.limit_val_batches=2",
+    # max_steps across epochs: a digits epoch is 23 steps.
+    overrides = ["trainer.max_epochs=-1", f"+trainer.max_steps={steps}", "+trainer.limit_val_batches=2",
                  "test=false", "~logger", f"compile={str(compiled).lower()}"]
     cfg = compose_quiet(experiment, overrides, work / f"{experiment}_{compiled}",
                         {"clock": {"_target_": target(StepClock)}}, drop=("model_summary", "last_checkpoint"))

@@ -16,6 +16,8 @@ from dlkit.callbacks.confusion_matrix import ConfusionMatrix
 from dlkit.callbacks.misclassified import Misclassified
 from dlkit.callbacks.optuna_pruning import OptunaPruning
 from dlkit.callbacks.hparams import HParamsSession
+from dlkit.callbacks.epoch_log import EpochLog
+from dlkit.callbacks.model_summary import ModelSummary
 
 __all__ = ["EarlyStopping", "History"]
 __all__ += ["AttentionHeatmapLogger", "TeacherForcingSchedule"]
@@ -24,3 +26,4 @@ __all__ += ["ConfusionMatrix", "GradientHealth", "Misclassified"]
 __all__ += ["DropoutSchedule", "LayerFreezing", "LearningRateLogger"]
 __all__ += ["NonFiniteLossError", "StepTimer", "TerminateOnNaN"]
 __all__ += ["HParamsSession", "OptunaPruning"]
+__all__ += ["EpochLog", "ModelSummary"]

@@ -33,7 +33,10 @@ class EarlyStopping(L.Callback):
     With ``restore_best_weights`` the module's weights of the best epoch are kept on the
     CPU and loaded back when fitting ends, however it ends: stopped here, at
     ``max_epochs``, or stopped by another callback; when it ends in an exception they are
-    restored too, and a warning says so. The state (wait, best value and epoch, the best
+    restored too, and a warning says so. A run this callback stops ends with one log line
+    (a warning when the metric became NaN or infinite): the epoch it stopped after and
+    why, the best value and its epoch, and which weights the module keeps. Epochs count
+    from 0, as in checkpoint names. The state (wait, best value and epoch, the best
     weights) is saved in checkpoints, so a resumed run stops where an uninterrupted one
     would and restores the same weights.
 
@@ -42,7 +45,7 @@ class EarlyStopping(L.Callback):
         min_delta: Smallest change that counts as an improvement (its sign is ignored).
             Defaults to 0.
         patience: Epochs without improvement after which training stops. Defaults to 0.
-        verbose: Log when training stops and when weights are restored. Defaults to False.
+        verbose: Also log the restored weights when the run was not stopped here. Defaults to False.
         mode: ``"min"``, ``"max"`` or ``"auto"``: a ``loss`` metric is minimised, a
             torchmetrics metric follows its ``higher_is_better``; otherwise ``"auto"``
             is an error asking for the mode. Defaults to ``"auto"``.
@@ -84,6 +87,7 @@ class EarlyStopping(L.Callback):
         self.direction: Literal["min", "max"] | None = None if mode == "auto" else mode
         self._reset()
         self._restored = False
+        self._stopped_this_fit = False
 
     # ------------------------------------------------------------------ state
     @property
@@ -123,7 +127,7 @@ class EarlyStopping(L.Callback):
         if not self._restored:
             self._reset()
             self.direction = None if self.mode == "auto" else self.mode
-        self._restored = False
+        self._restored, self._stopped_this_fit = False, False
 
     def on_validation_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         if not trainer.sanity_checking:
@@ -163,7 +167,19 @@ class EarlyStopping(L.Callback):
             self._stop(trainer, epoch, f"{self.monitor} did not improve for {self.wait} epochs")
 
     def on_fit_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        self._restore(pl_module, ended="")
+        if not self._stopped_this_fit:
+            self._restore(pl_module, ended="")
+            return
+        restored = self._load_best(pl_module)
+        if restored:
+            kept = f"restored the weights of epoch {self.best_epoch}"
+        else:
+            kept = f"kept the weights of epoch {self.stopped_epoch} (restore_best_weights={self.restore_best_weights})"
+        best = f"best {self.monitor}={self.best:.6g} at epoch {self.best_epoch}" if self.best is not None else "no best"
+        # A non-finite metric is a failure the user must see, not a routine stop.
+        level = logging.WARNING if self.stop_reason and "became" in self.stop_reason else logging.INFO
+        log.log(level, "EarlyStopping: stopped after epoch %d (%s); %s; %s.", self.stopped_epoch, self.stop_reason,
+                best, kept)
 
     def on_exception(self, trainer: L.Trainer, pl_module: L.LightningModule, exception: BaseException) -> None:
         self._restore(pl_module, ended=f"the run failed ({type(exception).__name__}: {exception}); ")
@@ -177,15 +193,19 @@ class EarlyStopping(L.Callback):
         return value + self.min_delta < reference
 
     def _stop(self, trainer: L.Trainer, epoch: int, reason: str) -> None:
-        self.stopped_epoch, self.stop_reason = epoch, reason
+        # Logged once, when fitting ends and the kept weights are known (on_fit_end).
+        self.stopped_epoch, self.stop_reason, self._stopped_this_fit = epoch, reason, True
         trainer.should_stop = True
-        if self.verbose:
-            log.info("EarlyStopping: stopping after epoch %d: %s.", epoch, reason)
+
+    def _load_best(self, pl_module: L.LightningModule) -> bool:
+        if not (self.restore_best_weights and self.best_weights is not None):
+            return False
+        pl_module.load_state_dict(self.best_weights)
+        return True
 
     def _restore(self, pl_module: L.LightningModule, ended: str) -> None:
-        if not (self.restore_best_weights and self.best_weights is not None):
+        if not self._load_best(pl_module):
             return
-        pl_module.load_state_dict(self.best_weights)
         what = f"restored the weights of epoch {self.best_epoch} ({self.monitor}={self.best:.6g})"
         if ended or (self.stop_reason and "became" in self.stop_reason):
             # Never silent about weights taken from a run that did not finish normally.
