@@ -27,7 +27,7 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     import torch.nn as nn
 
-__all__ = ["check_precision", "compile_network", "native_bf16", "use_channels_last"]
+__all__ = ["check_precision", "compile_network", "native_bf16", "pin_memory_for", "use_channels_last"]
 
 log = logging.getLogger(__name__)
 
@@ -147,5 +147,31 @@ def use_channels_last(net: nn.Module, setting: bool | str | None, accelerator: s
     if setting is True or (setting == "auto" and has_conv and on_gpu):
         net.to(memory_format=torch.channels_last)
         log.info("channels_last: %s keeps its convolution weights in NHWC.", type(net).__name__)
+        return True
+    return False
+
+
+def pin_memory_for(datamodule: Any, trainer: Any) -> bool:
+    """Turn on the DataModule's page-locked batches when the run trains on a CUDA GPU.
+
+    Pinned host memory lets Lightning's copy of each batch to the GPU run asynchronously;
+    on the CPU it would only cost a copy. DataModules without a ``pin_memory`` attribute
+    (the sequence data) are left as they are.
+
+    Args:
+        datamodule: The run's DataModule.
+        trainer: The Lightning Trainer (its ``accelerator``).
+
+    Returns:
+        Whether pinning was turned on.
+
+    Example:
+        >>> pin_memory_for(DigitsDataModule(), L.Trainer(accelerator="cpu"))  # doctest: +SKIP
+        False
+    """
+    from lightning.pytorch.accelerators import CUDAAccelerator
+
+    if isinstance(getattr(trainer, "accelerator", None), CUDAAccelerator) and hasattr(datamodule, "pin_memory"):
+        datamodule.pin_memory = True
         return True
     return False

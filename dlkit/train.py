@@ -45,7 +45,7 @@ from dlkit.run_output import (
     run_hparams,
     write_metrics_json,
 )
-from dlkit.speed import check_precision, compile_network, use_channels_last
+from dlkit.speed import check_precision, compile_network, pin_memory_for, use_channels_last
 from dlkit.validation import check_checkpoint_file, check_factory_arguments, check_model_fits_data, validate_config
 
 __all__ = ["main", "prepare_pretrained", "resume_overrides", "train"]
@@ -121,6 +121,7 @@ def train(cfg: DictConfig) -> tuple[dict[str, float], dict[str, Any]]:
                                        "_convert_": "all"}, "callbacks.hparams"))
     trainer: L.Trainer = instantiate_node(cfg.trainer, "trainer", callbacks=callbacks, logger=loggers or False)
 
+    pin_memory_for(datamodule, trainer)
     if cfg.get("find_lr"):
         _find_lr(cfg, task, datamodule, loggers)
 

@@ -87,3 +87,21 @@ def test_channels_last_refuses_an_unknown_setting() -> None:
         use_channels_last(torch.nn.Conv2d(1, 1, 1), "yes", "cpu")
     # An MLP has no convolution: auto leaves it alone even on a GPU.
     assert use_channels_last(torch.nn.Linear(2, 2), "auto", "gpu") is False
+
+
+def test_batches_are_pinned_for_a_cuda_gpu_only(monkeypatch: pytest.MonkeyPatch) -> None:
+    from lightning.pytorch.accelerators import CUDAAccelerator
+
+    from dlkit.data import DigitsDataModule
+    from dlkit.speed import pin_memory_for
+
+    data = DigitsDataModule(batch_size=8)
+    assert pin_memory_for(data, L.Trainer(accelerator="cpu", logger=False)) is False and data.pin_memory is False
+    gpu_trainer = type("GPUTrainer", (), {"accelerator": CUDAAccelerator()})()
+    assert pin_memory_for(data, gpu_trainer) is True and data.pin_memory is True
+    # No CUDA here: Tensor.pin_memory is stood in for, to see every batch tensor go through it.
+    pinned = []
+    monkeypatch.setattr(torch.Tensor, "pin_memory", lambda t: pinned.append(t.shape) or t)
+    data.setup("fit")
+    x, y = next(iter(data.train_dataloader()))
+    assert pinned == [x.shape, y.shape]

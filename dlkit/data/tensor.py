@@ -61,6 +61,12 @@ def _index(t: Target, idx: Tensor) -> Target:
     return t.index_select(0, idx)
 
 
+def _pinned(t: Target) -> Target:
+    if isinstance(t, Mapping):
+        return {k: v.pin_memory() for k, v in t.items()}
+    return t.pin_memory()
+
+
 def _length(t: Target) -> int:
     if isinstance(t, Mapping):
         lengths = {len(v) for v in t.values()}
@@ -92,6 +98,9 @@ class TensorBatchLoader:
         epoch_source: Returns the epoch of the iteration that starts (a trainer's
             ``current_epoch``), or None to count iterations; a DataModule passes it so
             the order follows the trainer's epoch, also after a resume. Defaults to None.
+        pin_memory: Yield batches in page-locked memory, so the copy to a CUDA GPU can
+            run asynchronously (``dlkit-train`` turns it on when it trains on one).
+            Defaults to False.
 
     Yields:
         ``(x_batch, y_batch)`` (or ``x_batch`` alone when ``y`` is None).
@@ -111,6 +120,7 @@ class TensorBatchLoader:
         drop_last: bool = False,
         seed: int = 0,
         epoch_source: Callable[[], int | None] | None = None,
+        pin_memory: bool = False,
     ) -> None:
         if batch_size <= 0:
             raise ValueError(f"batch_size must be a positive integer, got {batch_size}.")
@@ -118,7 +128,7 @@ class TensorBatchLoader:
             raise ValueError(f"x has {len(x)} samples but y has {_length(y)}; they must match.")
         self.x, self.y = x, y
         self.batch_size, self.shuffle, self.drop_last, self.seed = batch_size, shuffle, drop_last, seed
-        self.epoch_source = epoch_source
+        self.epoch_source, self.pin_memory = epoch_source, pin_memory
         # The epoch the next iteration draws, and where the current one stands.
         self.epoch = 0
         self._current = (0, 0)  # (epoch, batches yielded)
@@ -165,10 +175,11 @@ class TensorBatchLoader:
             if self.drop_last and len(idx) < self.batch_size:
                 break
             self._current = (epoch, start // self.batch_size + 1)
+            x = _pinned(_index(self.x, idx)) if self.pin_memory else _index(self.x, idx)
             if self.y is None:
-                yield _index(self.x, idx)
+                yield x
             else:
-                yield _index(self.x, idx), _index(self.y, idx)
+                yield x, (_pinned(_index(self.y, idx)) if self.pin_memory else _index(self.y, idx))
 
     def state_dict(self) -> dict[str, Any]:
         """Where the loader stands: the current epoch, the batches yielded in it, and its settings.
@@ -299,7 +310,13 @@ class TensorDataModule(L.LightningDataModule):
         >>> dm = TensorDataModule(train=(torch.randn(64, 4), torch.randint(0, 3, (64,))))
         >>> dm.setup("fit"); len(dm.train_dataloader())
         2
+
+    The data is in memory and batches are slices, so there are no loader workers to set;
+    :attr:`pin_memory` (page-locked batches for an asynchronous copy to a CUDA GPU) is
+    set per device by ``dlkit-train`` (:func:`dlkit.speed.pin_memory_for`).
     """
+
+    pin_memory: bool = False
 
     def __init__(
         self,
@@ -331,7 +348,8 @@ class TensorDataModule(L.LightningDataModule):
             )
         x, y = self.splits[split]
         return TensorBatchLoader(x, y, self.batch_size, shuffle=shuffle, seed=self.seed,
-                                 epoch_source=epoch_source(self) if split == "train" else None)
+                                 epoch_source=epoch_source(self) if split == "train" else None,
+                                 pin_memory=self.pin_memory)
 
     def state_dict(self) -> dict[str, Any]:
         """The state of the transforms this DataModule holds (their random generators).
