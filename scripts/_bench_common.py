@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import platform
+import re
 import time
 from collections.abc import Sequence
 from pathlib import Path
@@ -41,6 +42,19 @@ def cpu_description() -> str:
     isa = " ".join(f for f in _ISA_FLAGS if f in flags) or "none of " + "/".join(_ISA_FLAGS)
     model = info.get("model name", platform.machine())
     return f"{model} (family {info.get('cpu family', '?')}, model {info.get('model', '?')}), {os.cpu_count()} cores; ISA: {isa}"
+
+
+def onednn_version() -> str:
+    """The oneDNN version torch was built with (its CPU convolution and matmul kernels).
+
+    Example:
+        >>> onednn_version()  # doctest: +SKIP
+        'oneDNN v3.12.0'
+    """
+    import torch
+
+    found = re.search(r"(?:oneDNN|MKL-DNN) (v[\d.]+)", torch.__config__.show())
+    return f"oneDNN {found.group(1)}" if found else "oneDNN: not reported"
 
 
 def compose_quiet(

@@ -26,7 +26,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import re
 import statistics
 import subprocess
 import sys
@@ -37,7 +36,7 @@ from typing import Any
 
 import lightning as L
 import torch
-from _bench_common import REPO, compose_quiet, cpu_description, target, timed_train
+from _bench_common import REPO, compose_quiet, cpu_description, onednn_version, target, timed_train
 
 WARMUP = 5  # steps left out of the medians: allocator, oneDNN primitive caches
 
@@ -169,11 +168,6 @@ def bench_compile(args: argparse.Namespace) -> None:
           "its cost is in the run wall only")
 
 
-def _onednn() -> str:
-    """The oneDNN version torch was built with (its CPU convolution and matmul kernels)."""
-    found = re.search(r"(?:oneDNN|MKL-DNN) (v[\d.]+)", torch.__config__.show())
-    return f"oneDNN {found.group(1)}" if found else "oneDNN: not reported"
-
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -187,7 +181,7 @@ def main() -> None:
     args = parser.parse_args()
     load = os.getloadavg()[0]
     print(f"CPU: {cpu_description()}\ntorch {torch.__version__}, {torch.get_num_threads()} threads, "
-          f"{_onednn()}, load average {load:.2f} at the start\n", flush=True)
+          f"{onednn_version()}, load average {load:.2f} at the start\n", flush=True)
     bench_ddp(args) if args.what == "ddp" else bench_compile(args)
 
 
