@@ -92,66 +92,85 @@ def tanh(x: Tensor) -> Tensor:
     return torch.where(positive, magnitude, -magnitude)
 
 
-def relu(x: Tensor) -> Tensor:
+def relu(x: Tensor, inplace: bool = False) -> Tensor:
     """Rectified linear unit ``max(x, 0)``; the gradient at 0 is 0 and NaN passes through.
+
+    Args:
+        x: Input of any shape.
+        inplace: Overwrite ``x`` with the result. Defaults to False.
 
     Example:
         >>> relu(torch.tensor([-1.0, 2.0]))
         tensor([0., 2.])
     """
-    return _ReLUFunction.apply(x)
+    return _ReLUFunction.apply(x, inplace)
 
 
 class _ReLUFunction(torch.autograd.Function):
-    """``max(x, 0)`` in one pass, with the backward written out.
+    """``max(x, 0)`` as one clamp, with the backward written out in float arithmetic.
 
-    Masking through autograd costs a comparison and a fill forward and keeps the mask;
-    here the forward is a single clamp and the backward reads the saved output:
-    the gradient is zeroed where ``y <= 0`` (so 0 at 0; NaN lets it through, as in
-    torch's ReLU).
-    The backward is made of differentiable ops, so double backward works (ReLU's
-    second derivative is 0 everywhere it exists).
+    Autograd through elementary ops would need a boolean mask (``masked_fill`` or
+    ``where``), and on CPU those kernels are several times slower than a float multiply;
+    so the forward is a single clamp and the backward multiplies by a 0/1 float mask
+    read from the saved output, ``sign(y)`` with NaN first mapped to 1: the gradient is
+    zeroed where ``y == 0`` (so 0 at 0) and NaN lets it through, as torch's
+    ``threshold_backward`` does. The mask is built in place, because every fresh buffer
+    of activation size costs page faults. The backward is made of differentiable ops,
+    so double backward works (ReLU's second derivative is 0).
     """
 
     @staticmethod
-    def forward(ctx, x: Tensor) -> Tensor:  # noqa: ANN001
-        y = x.clamp_min(0.0)  # clamp keeps NaN, so NaN passes through
+    def forward(ctx, x: Tensor, inplace: bool) -> Tensor:  # noqa: ANN001
+        if inplace:
+            ctx.mark_dirty(x)
+            y = x.clamp_min_(0.0)
+        else:
+            y = x.clamp_min(0.0)  # clamp keeps NaN, so NaN passes through
         ctx.save_for_backward(y)
         return y
 
     @staticmethod
-    def backward(ctx, dy: Tensor) -> Tensor:  # noqa: ANN001
+    def backward(ctx, dy: Tensor) -> tuple[Tensor, None]:  # noqa: ANN001
         (y,) = ctx.saved_tensors
-        return dy.masked_fill(y <= 0, 0.0)
+        return y.detach().nan_to_num(nan=1.0).sign_().mul_(dy), None
 
 
-def relu6(x: Tensor) -> Tensor:
+def relu6(x: Tensor, inplace: bool = False) -> Tensor:
     """ReLU capped at 6, ``min(max(x, 0), 6)``; the gradient is 0 at 0 and at 6, as in torch.
+
+    Args:
+        x: Input of any shape.
+        inplace: Overwrite ``x`` with the result. Defaults to False.
 
     Example:
         >>> relu6(torch.tensor([-1.0, 2.0, 8.0]))
         tensor([0., 2., 6.])
     """
-    return _ReLU6Function.apply(x)
+    return _ReLU6Function.apply(x, inplace)
 
 
 class _ReLU6Function(torch.autograd.Function):
-    """``min(max(x, 0), 6)`` as one clamp, with the backward written out (as ``relu``).
+    """``min(max(x, 0), 6)`` as one clamp, with the backward in float arithmetic (as ``relu``).
 
     The gradient passes where ``0 < y < 6`` and for NaN, like ``torch.nn.ReLU6``
-    (hardtanh's backward).
+    (hardtanh's backward): ``y * (6 - y)`` is positive exactly there and 0 at both kinks.
     """
 
     @staticmethod
-    def forward(ctx, x: Tensor) -> Tensor:  # noqa: ANN001
-        y = x.clamp(0.0, 6.0)  # clamp keeps NaN
+    def forward(ctx, x: Tensor, inplace: bool) -> Tensor:  # noqa: ANN001
+        if inplace:
+            ctx.mark_dirty(x)
+            y = x.clamp_(0.0, 6.0)
+        else:
+            y = x.clamp(0.0, 6.0)  # clamp keeps NaN
         ctx.save_for_backward(y)
         return y
 
     @staticmethod
-    def backward(ctx, dy: Tensor) -> Tensor:  # noqa: ANN001
+    def backward(ctx, dy: Tensor) -> tuple[Tensor, None]:  # noqa: ANN001
         (y,) = ctx.saved_tensors
-        return dy.masked_fill((y <= 0) | (y >= 6), 0.0)
+        y = y.detach()
+        return (6.0 - y).mul_(y).nan_to_num_(nan=1.0).sign_().mul_(dy), None
 
 
 def gelu(x: Tensor, approximate: str = "none") -> Tensor:
@@ -334,9 +353,7 @@ class ReLU(nn.Module):
         self.inplace = inplace
 
     def forward(self, x: Tensor) -> Tensor:
-        if self.inplace:
-            return x.masked_fill_(x <= 0, 0.0)
-        return relu(x)
+        return relu(x, self.inplace)
 
     def extra_repr(self) -> str:
         return "inplace=True" if self.inplace else ""
@@ -364,9 +381,7 @@ class ReLU6(nn.Module):
         self.inplace = inplace
 
     def forward(self, x: Tensor) -> Tensor:
-        if self.inplace:
-            return x.clamp_(0.0, 6.0)
-        return relu6(x)
+        return relu6(x, self.inplace)
 
     def extra_repr(self) -> str:
         return "inplace=True" if self.inplace else ""

@@ -190,3 +190,46 @@ def test_written_without_the_functions_it_reimplements():
     )  # fmt: skip
     for name in forbidden:
         assert name not in source, name
+
+
+@pytest.mark.parametrize("inplace", [False, True], ids=["out_of_place", "inplace"])
+@pytest.mark.parametrize(
+    "ours_cls, theirs_cls", [(L.ReLU, nn.ReLU), (L.ReLU6, nn.ReLU6)], ids=["relu", "relu6"]
+)
+def test_relu_family_edge_values_match_torch(ours_cls, theirs_cls, inplace):
+    # Kinks, NaN (its gradient passes, as in threshold/hardtanh backward), infinities and
+    # a subnormal, in both modes: the in-place path must keep the same gradients.
+    values = [float("nan"), -1.0, 0.0, 1e-45, 3.0, 6.0, 7.0, float("inf"), float("-inf")]
+    results = []
+    for layer in (ours_cls(inplace=inplace), theirs_cls(inplace=inplace)):
+        leaf = torch.tensor(values, requires_grad=True)
+        y = layer(leaf * 1)  # a non-leaf, so the in-place form is allowed
+        y.backward(torch.arange(1.0, len(values) + 1))
+        results.append((y.detach(), leaf.grad))
+    (y_ours, g_ours), (y_theirs, g_theirs) = results
+    torch.testing.assert_close(y_ours, y_theirs, equal_nan=True)
+    assert torch.equal(y_ours.signbit(), y_theirs.signbit())  # +0.0, never -0.0
+    torch.testing.assert_close(g_ours, g_theirs)
+
+
+@pytest.mark.parametrize("fn, scale", [(L.relu, 1.0), (L.relu6, 4.0)], ids=["relu", "relu6"])
+def test_relu_family_double_backward(fn, scale):
+    x = (scale * torch.randn(20, dtype=torch.float64)).requires_grad_(True)
+    assert torch.autograd.gradcheck(fn, (x,))
+    assert torch.autograd.gradgradcheck(fn, (x,))
+
+
+def test_relu_backward_leaves_incoming_gradient_untouched():
+    # The backward builds its mask in place; it must not write into the gradient it gets.
+    x = torch.randn(50, requires_grad=True)
+    grad = torch.randn(50)
+    kept = grad.clone()
+    L.relu(x).backward(grad)
+    L.relu6(x).backward(grad)
+    assert torch.equal(grad, kept)
+
+
+@pytest.mark.parametrize("spec", ["identity", "linear", None])
+def test_identity_activations_return_the_input(spec):
+    x = torch.randn(3, requires_grad=True)
+    assert L.get_activation(spec)(x) is x

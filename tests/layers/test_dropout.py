@@ -162,3 +162,14 @@ def test_written_without_torch_functional():
     source = inspect.getsource(dropout)
     for forbidden in ("functional", "F.", "torch.dropout", "renorm", "clip_grad"):
         assert forbidden not in source
+
+
+@pytest.mark.parametrize("cls", [L.Dropout, L.Dropout2d])
+@pytest.mark.parametrize("inplace", [False, True])
+def test_zero_rate_costs_nothing_in_training(cls, inplace):
+    # p=0 (lenet5's default drop_rate) must return the very input: no kernel, no graph node.
+    layer = cls(0.0, inplace=inplace).train()
+    x = torch.randn(2, 3, 4, 4, requires_grad=True) * 1
+    node = x.grad_fn
+    y = layer(x)
+    assert y is x and y.grad_fn is node
