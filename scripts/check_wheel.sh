@@ -37,7 +37,8 @@ python3 -m venv "$work/venv"
 # shellcheck disable=SC2086
 "$work/venv/bin/pip" install --quiet $PIP_ARGS ${TORCH_SPEC:+"$TORCH_SPEC"} "$wheel"
 cd "$work"  # outside the checkout: nothing may come from the source tree
-out=$("$work/venv/bin/dlkit-train" --cfg job)
+# --resolve: task_name is an interpolation (it follows a switched model=/data=).
+out=$("$work/venv/bin/dlkit-train" --cfg job --resolve)
 echo "$out" | grep -q "^task_name: lenet_digits$" || { echo "$out"; echo "[wheel] --cfg job did not print the config"; exit 1; }
 "$work/venv/bin/python" -c "import dlkit.config as c, sys; sys.exit(0 if 'site-packages' in str(c.CONF_DIR) else 'configs not from the wheel: ' + str(c.CONF_DIR))"
 echo "[wheel] dlkit-train --cfg job from the installed wheel: ok"
