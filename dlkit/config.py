@@ -11,7 +11,6 @@ once; Hydra's instantiation machinery is imported when first used.
 
 from __future__ import annotations
 
-import copy
 import importlib
 import inspect
 import os
@@ -50,7 +49,7 @@ class ConfigError(ValueError, CompactHydraException):
     """
 
 
-def run_name(default: str, model: str, data: str) -> str:
+def run_name(default: str, model: str, data: str, _root_: Any = None) -> str:
     """An experiment's ``task_name`` that follows a switched model or data set (resolver ``dlkit_run_name``).
 
     ``experiment/lenet_digits.yaml`` says ``task_name: ${dlkit_run_name:lenet_digits,lenet5,digits}``:
@@ -61,6 +60,9 @@ def run_name(default: str, model: str, data: str) -> str:
         default: The experiment's name.
         model: The model option the experiment chooses.
         data: The data option it chooses.
+        _root_: The whole config (OmegaConf passes it to a resolver): its ``hydra`` node
+            holds the run's choices while Hydra composes; a task function's config has
+            none, and Hydra's global config answers then.
 
     Returns:
         ``default``, or ``<model>_<data>`` of the options chosen for this run.
@@ -71,9 +73,11 @@ def run_name(default: str, model: str, data: str) -> str:
     """
     from hydra.core.hydra_config import HydraConfig
 
-    if not HydraConfig.initialized():
-        return default
-    choices = HydraConfig.get().runtime.choices
+    choices = OmegaConf.select(_root_, "hydra.runtime.choices", default=None) if _root_ is not None else None
+    if choices is None:
+        if not HydraConfig.initialized():
+            return default
+        choices = HydraConfig.get().runtime.choices
     chosen = (choices.get("model") or model, choices.get("data") or data)
     return default if chosen == (model, data) else f"{chosen[0]}_{chosen[1]}"
 
@@ -238,9 +242,6 @@ def compose_config(
     GlobalHydra.instance().clear()
     with initialize_config_module(config_module="dlkit.conf", version_base="1.3"):
         cfg = compose(config_name=config_name, overrides=list(overrides), return_hydra_config=True)
-    # Set before hydra.run.dir resolves: task_name may ask for the run's choices (run_name).
-    # A copy: HydraConfig makes the hydra node it holds read-only.
-    HydraConfig.instance().set_config(copy.deepcopy(cfg))
     if output_dir is None:
         output_dir = OmegaConf.select(cfg, "hydra.run.dir")
     with open_dict(cfg):

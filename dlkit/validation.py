@@ -333,16 +333,16 @@ def validate_config(cfg: DictConfig, required: Sequence[str] = TRAIN_REQUIRED) -
             problems.append(problem)
     trainer = container.get("trainer")
     if isinstance(trainer, dict) and not any(p.startswith("trainer.devices ") for p in problems):
-        problems.append(check_devices(trainer) or "")
-    problems = [p for p in dict.fromkeys(problems) if p]
+        if device_problem := check_devices(trainer):
+            problems.append(device_problem)
+    problems = list(dict.fromkeys(problems))
     if problems:
         head = "" if len(problems) == 1 else f"{len(problems)} config values are wrong:\n  "
         raise ConfigError(head + "\n  ".join(problems))
 
 
 # Keras' names for torch's arguments: a Keras user's first guess.
-_KERAS_ARGUMENTS = {"learning_rate": "lr", "epsilon": "eps", "beta_1": "betas", "beta_2": "betas",
-                    "rho": "alpha", "use_ema": None, "nesterov": "nesterov"}
+_KERAS_ARGUMENTS = {"learning_rate": "lr", "epsilon": "eps", "beta_1": "betas", "beta_2": "betas", "rho": "alpha"}
 
 
 def _public_name(obj: Any) -> str:

@@ -141,7 +141,7 @@ class EarlyStopping(L.Callback):
             return
         value = trainer.callback_metrics.get(self.monitor)
         if value is None:
-            logged = sorted(k for k in trainer.callback_metrics if not k.startswith("hp/"))
+            logged = sorted(trainer.callback_metrics)
             raise ValueError(
                 f"EarlyStopping monitors {self.monitor!r}, which is not logged. Logged metrics: "
                 f"{', '.join(logged) or 'none'}. Set early_stopping.monitor (or task.monitor) to one of them."

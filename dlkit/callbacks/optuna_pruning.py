@@ -159,7 +159,7 @@ class OptunaPruning(L.Callback):
         epoch = trainer.current_epoch
         value = trainer.callback_metrics.get(self.monitor)
         if value is None:
-            logged = sorted(k for k in trainer.callback_metrics if not k.startswith("hp/"))
+            logged = sorted(trainer.callback_metrics)
             raise MonitorNotLoggedError(
                 f"OptunaPruning reports {self.monitor!r} to the search, which is not logged at validation. "
                 f"Logged metrics: {', '.join(logged) or 'none'}. Choose one of them: optimized_metric=... "
