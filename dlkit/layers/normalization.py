@@ -108,33 +108,33 @@ class _BatchNorm(nn.Module):
 
     def forward(self, x: Tensor) -> Tensor:
         self._check_input(x)
-        # Statistics are taken per channel, over the batch and all positions.
-        reduce_dims = [0, *range(2, x.dim())]
-        # (C,) -> (1, C, 1, ...) to broadcast against x
-        as_channel = (1, -1, *([1] * (x.dim() - 2)))
+        reduce_dims = (0, *range(2, x.dim()))  # statistics per channel: batch and positions
+        as_channel = (1, -1, *([1] * (x.dim() - 2)))  # (C,) -> (1, C, 1, ...)
 
-        use_batch_stats = self.training or not self.track_running_stats
-        if use_batch_stats:
+        if self.training or not self.track_running_stats:
             count = x.numel() // x.shape[1]
             if self.training and count < 2:
                 raise ValueError(
                     f"{type(self).__name__} expected more than 1 value per channel when "
                     f"training, got input of shape {tuple(x.shape)}"
                 )
-            mean = x.mean(dim=reduce_dims)
-            # The biased variance normalises; the running estimate stores the unbiased one.
-            var = ((x - mean.reshape(as_channel)) ** 2).mean(dim=reduce_dims)
+            y, mean, var = _BatchNormFunction.apply(
+                x, self.weight, self.bias, reduce_dims, as_channel, self.eps
+            )
             if self.training and self.track_running_stats:
+                # The biased variance normalises; the running estimate stores the unbiased one.
                 self._update_running_stats(mean, var * (count / (count - 1)))
-        else:
-            mean, var = self.running_mean, self.running_var
-
-        x_hat = (x - mean.reshape(as_channel)) * torch.rsqrt(var.reshape(as_channel) + self.eps)
-        if self.weight is not None:
-            x_hat = x_hat * self.weight.reshape(as_channel)
-        if self.bias is not None:
-            x_hat = x_hat + self.bias.reshape(as_channel)
-        return x_hat
+            return y
+        # Running statistics are constants here, and autograd's backward of these three
+        # passes is already short.
+        x_hat = (x - self.running_mean.reshape(as_channel)) * torch.rsqrt(
+            self.running_var.reshape(as_channel) + self.eps
+        )
+        if self.weight is None:
+            return x_hat if self.bias is None else x_hat + self.bias.reshape(as_channel)
+        if self.bias is None:
+            return x_hat * self.weight.reshape(as_channel)
+        return (x_hat * self.weight.reshape(as_channel)).add_(self.bias.reshape(as_channel))
 
     @torch.no_grad()
     def _update_running_stats(self, mean: Tensor, unbiased_var: Tensor) -> None:
@@ -153,6 +153,65 @@ class _BatchNorm(nn.Module):
             f"affine={self.affine}, bias={self.bias is not None}, "
             f"track_running_stats={self.track_running_stats}"
         )
+
+
+class _BatchNormFunction(torch.autograd.Function):
+    """Batch normalisation with batch statistics, with its backward written out.
+
+    Autograd through the forward's elementwise steps (centre, square, scale, shift)
+    records about ten full-size backward kernels; the closed form needs two reductions
+    and two fused passes. With ``xc = x - mean``, ``rstd = 1 / sqrt(var + eps)``,
+    ``s = rstd * weight`` and ``N`` values per channel:
+
+        dbias   = sum(dy)
+        dweight = rstd * sum(dy * xc)
+        dx      = s * (dy - sum(dy) / N - xc * rstd² * sum(dy * xc) / N)
+
+    Returns ``(y, mean, var)``; the batch mean and biased variance ``(C,)`` feed the
+    running estimates and carry no gradient.
+    """
+
+    @staticmethod
+    def forward(  # noqa: ANN205
+        ctx,  # noqa: ANN001
+        x: Tensor,
+        weight: Tensor | None,
+        bias: Tensor | None,
+        dims: tuple[int, ...],
+        as_channel: tuple[int, ...],
+        eps: float,
+    ):
+        mean = x.mean(dim=dims, keepdim=True)
+        centred = x - mean
+        var = centred.square().mean(dim=dims, keepdim=True)  # biased
+        rstd = torch.rsqrt(var + eps)
+        scale = rstd if weight is None else rstd * weight.reshape(as_channel)
+        y = centred * scale
+        if bias is not None:
+            # In place: out-of-place addcmul with a broadcast first operand is 2-3x slower.
+            y.add_(bias.reshape(as_channel))
+        ctx.save_for_backward(centred, rstd, scale)
+        ctx.dims, ctx.has_weight, ctx.has_bias = dims, weight is not None, bias is not None
+        mean, var = mean.reshape(-1), var.reshape(-1)
+        ctx.mark_non_differentiable(mean, var)
+        return y, mean, var
+
+    @staticmethod
+    @once_differentiable
+    def backward(ctx, dy: Tensor, _dmean: Tensor | None, _dvar: Tensor | None):  # noqa: ANN001, ANN205
+        centred, rstd, scale = ctx.saved_tensors
+        dims = ctx.dims
+        n = dy.numel() // dy.shape[1]
+        sum_dy = dy.sum(dim=dims, keepdim=True)  # (1, C, 1, ...)
+        sum_dy_xc = (dy * centred).sum(dim=dims, keepdim=True)
+        dx = None
+        if ctx.needs_input_grad[0]:
+            # dx = dy * s - xc * (s rstd² sum(dy xc) / N) - s sum(dy) / N, in two passes
+            k = scale * rstd * rstd * sum_dy_xc / n
+            dx = (dy * scale).sub_(scale * sum_dy / n).addcmul_(centred, k, value=-1)
+        dweight = (rstd * sum_dy_xc).reshape(-1) if ctx.has_weight and ctx.needs_input_grad[1] else None
+        dbias = sum_dy.reshape(-1) if ctx.has_bias and ctx.needs_input_grad[2] else None
+        return dx, dweight, dbias, None, None, None
 
 
 _BATCHNORM_DOC = """Batch normalisation of {what}, like ``torch.nn.{name}``.
@@ -181,6 +240,11 @@ _BATCHNORM_DOC = """Batch normalisation of {what}, like ``torch.nn.{name}``.
 
     Raises:
         ValueError: If the input rank or ``C`` does not match.
+
+    With batch statistics the backward pass is written out (``_BatchNormFunction``: two
+    reductions and two fused passes instead of autograd through every elementwise
+    step); gradients of gradients through it are not supported and raise, as for
+    :class:`LayerNorm`. With running statistics the layer is plain autograd.
 
     Example:
         >>> bn = {name}(16)

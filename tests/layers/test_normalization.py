@@ -172,3 +172,22 @@ def test_written_without_torch_functional():
     source = inspect.getsource(normalization)
     for forbidden in ("functional", "F.", "batch_norm", "layer_norm", "torch.var", ".var("):
         assert forbidden not in source
+
+
+@pytest.mark.parametrize("training", [True, False], ids=["train", "eval"])
+def test_batchnorm_channels_last_matches_torch(training, parity, randomize):
+    # Channels-last activations (dlkit's channels_last switch) take the same path.
+    theirs = randomize(nn.BatchNorm2d(5, dtype=torch.float64)).train(training)
+    ours = L.BatchNorm2d(5, dtype=torch.float64).train(training)
+    x = torch.randn(4, 5, 3, 6, dtype=torch.float64).to(memory_format=torch.channels_last)
+    parity(ours, theirs, x, steps=2)
+
+
+def test_batchnorm_training_gradients_of_gradients_raise():
+    # The training backward is written out once (like LayerNorm's): a second derivative
+    # through it must fail loudly, not come out silently wrong.
+    bn = L.BatchNorm1d(3)
+    x = torch.randn(8, 3, requires_grad=True)
+    (g,) = torch.autograd.grad(bn(x).pow(2).sum(), x, create_graph=True)
+    with pytest.raises(RuntimeError, match="once_differentiable"):
+        g.sum().backward()
