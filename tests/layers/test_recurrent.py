@@ -493,3 +493,30 @@ def test_graphs_are_freed_after_backward(cls) -> None:
 @pytest.mark.parametrize("module", [recurrent, recurrent_kernels], ids=lambda m: m.__name__)
 def test_docstring_examples(docstring_examples, module):
     docstring_examples(module)
+
+
+@pytest.mark.parametrize("hidden", [1, 3], ids=["h1", "h3"])
+@pytest.mark.parametrize("spec", LAYERS, ids=[c[0] for c in LAYERS])
+def test_forward_never_writes_the_parameters(spec, hidden):
+    # The scan scales a private copy of W_hh in place; with hidden size 1 a transposed
+    # weight is already contiguous, so a careless copy would alias the parameter.
+    _, ours_cls, _, extra = spec
+    ours = ours_cls(2, hidden, **extra, num_layers=2, bidirectional=True)
+    before = {k: v.clone() for k, v in ours.state_dict().items()}
+    out, _ = ours(torch.randn(4, 3, 2))
+    out.sum().backward()
+    for k, v in ours.state_dict().items():
+        assert torch.equal(v, before[k]), k
+
+
+def test_tanh_via_sigmoid_matches_tanh():
+    from dlkit.layers.recurrent_kernels import tanh_
+
+    x = torch.cat([torch.linspace(-30, 30, 2001, dtype=torch.float64), torch.tensor([0.0, 1e-300, -1e-8])])
+    torch.testing.assert_close(tanh_(x.clone()), torch.tanh(x), atol=1e-15, rtol=0)
+    x32 = x.float()
+    out = torch.empty_like(x32)
+    assert tanh_(x32, out=out) is out
+    torch.testing.assert_close(out, torch.tanh(x32), atol=3e-7, rtol=0)
+    assert torch.isnan(tanh_(torch.tensor([float("nan")]))).all()
+    assert tanh_(torch.tensor([float("inf"), float("-inf")])).tolist() == [1.0, -1.0]
