@@ -61,6 +61,12 @@ STAGES = ("train", "val", "test")
 SINGLE_OUTPUT = "_"
 
 
+def _on_accelerator(out: Any) -> bool:
+    """Whether the network's output (a tensor, or a mapping of them) lives off the CPU."""
+    tensor = next(iter(out.values()), None) if isinstance(out, Mapping) else out
+    return isinstance(tensor, Tensor) and tensor.device.type != "cpu"
+
+
 class Task(SaveLoad, BestValueLogging, EpochMeanLogging):
     """Base class of dlkit's tasks: loss, metrics, optimiser wiring and the Keras face.
 
@@ -495,7 +501,8 @@ class Task(SaveLoad, BestValueLogging, EpochMeanLogging):
     def _shared_step(self, batch: Any, stage: str, batch_idx: int = 0) -> Tensor:
         x, y = batch
         out, auxiliary = self._split_auxiliary(self(x))
-        self.validate_targets(out, y, f"{stage} batch {batch_idx}: y")
+        if batch_idx == 0 or not _on_accelerator(out):
+            self.validate_targets(out, y, f"{stage} batch {batch_idx}: y")
         y = self.prepare_targets(out, y)
         loss, parts = combine_losses(self.loss_fns, self.loss_weights, out, y, single_key=SINGLE_OUTPUT)
         if auxiliary:
@@ -543,6 +550,9 @@ class Task(SaveLoad, BestValueLogging, EpochMeanLogging):
 
         Runs on every batch (``where`` names it: ``"train batch 3: y"``) and, in :meth:`fit`,
         on whole arrays before training. Subclasses check their kind of target; here, nothing.
+        A check reads a few numbers back to the host: free on CPU, a pipeline stall on a
+        GPU; so on an accelerator only the first batch of every epoch and stage is checked
+        (array data is still checked whole before training).
         """
 
     def prepare_targets(self, out: Any, y: Any) -> Any:

@@ -332,3 +332,30 @@ def test_buffered_train_metrics_equal_the_epoch_accuracy(digits, buffer: int, mo
     history = clf.fit(x[:150], y[:150], epochs=2, batch_size=32, limit_val_batches=0, **QUIET)
     assert history.history["train/acc"] == pytest.approx([expected_acc] * 2, abs=1e-6)
     assert all(0.0 <= f1 <= 1.0 for f1 in history.history["train/f1"])
+
+
+@pytest.mark.parametrize("accelerator, checked", [(False, [0, 1, 2, 0, 1, 2]), (True, [0, 0])], ids=["cpu", "gpu"])
+def test_label_check_reads_the_host_only_where_that_is_free(digits, monkeypatch, accelerator, checked) -> None:
+    # The per-batch label check syncs with the device; on an accelerator it runs on the
+    # first batch of each epoch only, on CPU (where reading a number is free) on every one.
+    import dlkit.tasks.base as base
+
+    monkeypatch.setattr(base, "_on_accelerator", lambda out: accelerator)
+    x, y = digits
+    clf = Classifier(_mlp()).compile(optimizer="adam", lr=1e-3)
+    seen: list[int] = []
+    original = clf.validate_targets
+    monkeypatch.setattr(clf, "validate_targets", lambda out, t, where: (
+        seen.append(int(where.split("batch ")[1].split(":")[0])) if "train batch" in where else None,
+        original(out, t, where))[1])  # fmt: skip
+    clf.fit(x[:96], y[:96], epochs=2, batch_size=32, **QUIET)
+    assert seen == checked
+
+
+def test_on_accelerator_reads_the_output_device() -> None:
+    from dlkit.tasks.base import _on_accelerator
+
+    assert not _on_accelerator(torch.zeros(2, 3))
+    assert _on_accelerator(torch.zeros(2, 3, device="meta"))
+    assert _on_accelerator({"logits": torch.zeros(2, device="meta")})
+    assert not _on_accelerator({})
