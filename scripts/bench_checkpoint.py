@@ -20,25 +20,28 @@ up; the background writes are in the epoch times only). Run by hand::
 
     .venv/bin/python scripts/bench_checkpoint.py --rounds 7 --epochs 8 --every-n-steps 10
     .venv/bin/python scripts/bench_checkpoint.py --experiment lenet5_fashion --rounds 3 --epochs 4 --every-n-steps 100
+    # A smoke run (numbers meaningless): one round of 3 epochs of 2 batches, no warm-up run.
+    .venv/bin/python scripts/bench_checkpoint.py --quick --root /tmp/bench_checkpoint
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import logging
 import shutil
 import statistics
 import tempfile
 import time
 import warnings
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
 import lightning as L
 import torch
-from omegaconf import open_dict
-
 from _bench_common import REPO, compose_quiet, cpu_description, target, timed_train
+from omegaconf import open_dict
 
 
 class EpochStarts(L.Callback):
@@ -57,8 +60,20 @@ class EpochStarts(L.Callback):
 SAVING = [0.0]
 
 
-def timed_saves() -> None:
-    """Make ``Trainer.save_checkpoint`` add its duration to :data:`SAVING`."""
+@contextlib.contextmanager
+def timed_saves() -> Iterator[None]:
+    """Inside the block, ``Trainer.save_checkpoint`` adds its duration to :data:`SAVING`.
+
+    The original method is put back on exit, so a caller in the same process (a test
+    running :func:`main`) gets Lightning's own ``Trainer`` back.
+
+    Example:
+        >>> with timed_saves():
+        ...     L.Trainer.save_checkpoint.__name__
+        'timed'
+        >>> L.Trainer.save_checkpoint.__name__
+        'save_checkpoint'
+    """
     save = L.Trainer.save_checkpoint
 
     def timed(self: L.Trainer, *args: Any, **kwargs: Any) -> None:
@@ -69,6 +84,10 @@ def timed_saves() -> None:
             SAVING[0] += time.perf_counter() - started
 
     L.Trainer.save_checkpoint = timed  # type: ignore[method-assign]
+    try:
+        yield
+    finally:
+        L.Trainer.save_checkpoint = save  # type: ignore[method-assign]
 
 
 def contenders(every_n_steps: int) -> dict[str, tuple[list[str], tuple[str, ...]]]:
@@ -84,7 +103,19 @@ def contenders(every_n_steps: int) -> dict[str, tuple[list[str], tuple[str, ...]
 
 def run(overrides: list[str], drop: tuple[str, ...], epochs: int, root: Path,
         experiment: str = "lenet_digits") -> tuple[float, float, int]:
-    """One training run: its median epoch time and saving time per epoch (the first epoch left out), and steps."""
+    """One training run of ``experiment``, in a fresh folder under ``root`` (removed after).
+
+    Args:
+        overrides: Hydra overrides of the contender.
+        drop: Callbacks of the experiment to remove.
+        epochs: ``trainer.max_epochs``.
+        root: Where the run folder is made.
+        experiment: A file in ``conf/experiment``.
+
+    Returns:
+        ``(median epoch seconds, saving seconds per epoch, training steps an epoch)``; the
+        first epoch is left out of both figures.
+    """
     out = Path(tempfile.mkdtemp(dir=root))
     cfg = compose_quiet(
         experiment, [f"trainer.max_epochs={epochs}", "test=false", *overrides], out,
@@ -100,38 +131,57 @@ def run(overrides: list[str], drop: tuple[str, ...], epochs: int, root: Path,
     return statistics.median(gaps), saving, objects["trainer"].num_training_batches
 
 
-def main() -> None:
+# --quick: two training batches and one validation batch an epoch (numbers meaningless).
+QUICK_OVERRIDES = ["+trainer.limit_train_batches=2", "+trainer.limit_val_batches=1"]
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    """Run the contenders and print the table.
+
+    Args:
+        argv: Command-line arguments (default: ``sys.argv[1:]``).
+    """
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--experiment", default="lenet_digits",
                         help="lenet_digits (20 steps an epoch: the worst case) or lenet5_fashion (430 steps)")
-    parser.add_argument("--rounds", type=int, default=5)
-    parser.add_argument("--epochs", type=int, default=8, help="epochs per run (the first and the last are not timed)")
-    parser.add_argument("--every-n-steps", type=int, default=10)
+    parser.add_argument("--rounds", type=int, default=None, help="rounds of all contenders (default 5; quick 1)")
+    parser.add_argument("--epochs", type=int, default=None,
+                        help="epochs per run, at least 3: the first and the last are not timed (default 8; quick 3)")
+    parser.add_argument("--every-n-steps", type=int, default=None, help="default 10; quick 1")
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--root", type=Path, default=REPO / "logs" / "bench_checkpoint",
                         help="where the runs write (a real disk: fsync is the point)")
-    args = parser.parse_args()
+    parser.add_argument("--quick", action="store_true",
+                        help="tiny sizes and few rounds: a smoke run, numbers meaningless")
+    args = parser.parse_args(argv)
+    rounds = args.rounds or (1 if args.quick else 5)
+    epochs = args.epochs or (3 if args.quick else 8)
+    every_n_steps = args.every_n_steps or (1 if args.quick else 10)
+    if epochs < 3:
+        parser.error("--epochs must be at least 3: the first and the last epoch are not timed")
+    extra = QUICK_OVERRIDES if args.quick else []
     torch.set_num_threads(args.threads)
     logging.getLogger("lightning").setLevel(logging.ERROR)
     warnings.filterwarnings("ignore")
     args.root.mkdir(parents=True, exist_ok=True)
 
-    timed_saves()
-    named = contenders(args.every_n_steps)
+    named = {name: ([*extra, *overrides], drop) for name, (overrides, drop) in contenders(every_n_steps).items()}
     medians: dict[str, list[float]] = {name: [] for name in named}
     saving: dict[str, list[float]] = {name: [] for name in named}
-    run(*named["epoch, atomic"], epochs=3, root=args.root, experiment=args.experiment)  # warm-up: imports, first optimiser
     steps = 0
-    for r in range(args.rounds):
-        order = list(named)[r % len(named):] + list(named)[: r % len(named)]
-        for name in order:
-            median, saved, steps = run(*named[name], epochs=args.epochs, root=args.root, experiment=args.experiment)
-            medians[name].append(median)
-            saving[name].append(saved)
+    with timed_saves():
+        if not args.quick:  # warm-up: imports, first optimiser (a smoke run has no figures to protect)
+            run(*named["epoch, atomic"], epochs=3, root=args.root, experiment=args.experiment)
+        for r in range(rounds):
+            order = list(named)[r % len(named):] + list(named)[: r % len(named)]
+            for name in order:
+                median, saved, steps = run(*named[name], epochs=epochs, root=args.root, experiment=args.experiment)
+                medians[name].append(median)
+                saving[name].append(saved)
 
     base = statistics.median(medians["off"])
     print(f"\nCheckpoint cost on a {args.experiment} epoch ({steps} steps + validation), {args.threads} threads, "
-          f"{args.rounds} rounds x {args.epochs - 2} timed epochs; runs in {args.root}")
+          f"{rounds} rounds x {epochs - 2} timed epochs; runs in {args.root}")
     print(f"CPU: {cpu_description()}\n")
     print(f"| {'checkpointing':<34} | epoch (ms) | spread (ms)   | vs off | saving/epoch (ms) | of an epoch |")
     print(f"|{'-' * 36}|-----------:|--------------:|-------:|------------------:|------------:|")

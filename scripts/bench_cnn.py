@@ -18,6 +18,10 @@ Examples::
         +trainer.limit_val_batches=5 +trainer.limit_test_batches=5
     # bf16 autocast: pays off only on CPUs with AVX512-BF16 or AMX (elsewhere it is emulated).
     .venv/bin/python scripts/bench_cnn.py trainer.precision=bf16-mixed
+    # A smoke run (numbers meaningless), as tests/test_bench_scripts.py runs it:
+    .venv/bin/python scripts/bench_cnn.py --experiment lenet_digits --epochs 1 --warmup 0 --threads 1 \\
+        --output-dir /tmp/bench_cnn +trainer.limit_train_batches=2 +trainer.limit_val_batches=1 \\
+        +trainer.limit_test_batches=1
 """
 
 from __future__ import annotations
@@ -155,9 +159,9 @@ def markdown(record: dict[str, Any]) -> str:
         f"Measured on {record['cpu']}",
         "| experiment | epochs | precision | threads | test acc | wall time | train img/s | full epoch (proj.) | overrides |",
         "|---|---|---|---|---|---|---|---|---|",
-        f"| {record['experiment']} | {record['epochs']} | {record['precision']} | {record['threads']} | {acc_text} "
-        f"| {record['wall_time_s'] / 60:.1f} min | {record['train_images_per_s']:.1f} "
-        f"| {record['projected_train_epoch_s'] / 60:.1f} min | {extra or '-'} |",
+        (f"| {record['experiment']} | {record['epochs']} | {record['precision']} | {record['threads']} | {acc_text} "
+         f"| {record['wall_time_s'] / 60:.1f} min | {record['train_images_per_s']:.1f} "
+         f"| {record['projected_train_epoch_s'] / 60:.1f} min | {extra or '-'} |"),
     ])
 
 

@@ -14,6 +14,8 @@ Only what cannot change the numbers is switched off: the progress bar, the model
 
     .venv/bin/python scripts/bench_finetune_digits.py --seeds 1 2 3 4 5
     .venv/bin/python scripts/bench_finetune_digits.py --seeds 1 2 3 data.labels_per_class=5
+    # A smoke run (numbers meaningless): one seed, pretraining and both arms one epoch of 2 batches.
+    .venv/bin/python scripts/bench_finetune_digits.py --quick
 """
 
 from __future__ import annotations
@@ -28,21 +30,36 @@ import statistics
 import tempfile
 import time
 import warnings
+from collections.abc import Sequence
 from pathlib import Path
 
 import torch
-from omegaconf import open_dict
-
 from _bench_common import compose_quiet, cpu_description, timed_train
+from omegaconf import open_dict
 
 ARMS = {"fine-tuned": [], "from scratch": ["finetune=scratch"]}
 QUIET = ["~logger"]
 QUIET_CALLBACKS = ("model_summary", "last_checkpoint", "lr_logger")
+# --quick, for both arms and the pretraining: one epoch of two batches, one batch each of
+# validation and test (numbers meaningless).
+QUICK_OVERRIDES = ["trainer.max_epochs=1", "+trainer.limit_train_batches=2", "+trainer.limit_val_batches=1",
+                   "+trainer.limit_test_batches=1"]
 
 
-def run(arm: str, seed: int, overrides: list[str], log_dir: Path) -> tuple[float, float, float]:
-    """One run of an arm: ``(test accuracy, best val accuracy, wall seconds)``; a first fine-tuned
-    run's seconds include the pretraining."""
+def run(arm: str, seed: int, overrides: list[str], log_dir: Path,
+        pretrain_overrides: Sequence[str] = ()) -> tuple[float, float, float]:
+    """One run of an arm; a first fine-tuned run's seconds include the pretraining.
+
+    Args:
+        arm: A key of :data:`ARMS`.
+        seed: The run's seed (it draws the training subset too).
+        overrides: Hydra overrides of the run.
+        log_dir: ``paths.log_dir``: where the pretrained checkpoint is looked for and made.
+        pretrain_overrides: Further overrides of the pretraining run, if this one starts it.
+
+    Returns:
+        ``(test accuracy, best val accuracy, wall seconds)``.
+    """
     out = Path(tempfile.mkdtemp(dir=log_dir))
     cfg = compose_quiet("finetune_digits", [*ARMS[arm], f"seed={seed}", *QUIET, *overrides], out, {},
                         drop=QUIET_CALLBACKS)
@@ -50,7 +67,8 @@ def run(arm: str, seed: int, overrides: list[str], log_dir: Path) -> tuple[float
         cfg.paths.log_dir = str(log_dir)
         if cfg.get("pretrain"):
             cfg.pretrain.overrides = [*cfg.pretrain.overrides, *QUIET, "~callbacks.rich_progress_bar",
-                                      "~callbacks.model_summary", "+trainer.enable_progress_bar=false"]
+                                      "~callbacks.model_summary", "+trainer.enable_progress_bar=false",
+                                      *pretrain_overrides]
     # Lightning's result tables and checkpoint messages.
     with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()):
         metrics, _, wall = timed_train(cfg)
@@ -63,14 +81,25 @@ def _mean_std(values: list[float]) -> str:
     return f"{100 * statistics.mean(values):5.1f} ± {100 * std:4.1f}"
 
 
-def main() -> None:
+def main(argv: Sequence[str] | None = None) -> None:
+    """Run both arms over the seeds and print the table.
+
+    Args:
+        argv: Command-line arguments (default: ``sys.argv[1:]``).
+    """
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--seeds", type=int, nargs="+", default=[1, 2, 3, 4, 5])
+    parser.add_argument("--seeds", type=int, nargs="+", default=None, help="default 1 2 3 4 5; quick 1")
     parser.add_argument("--threads", type=int, default=1, help="torch threads (batches of 10: one is fastest)")
     parser.add_argument("--log-dir", type=Path, default=None,
                         help="where the pretrained checkpoint is looked for and made (default: a fresh temp dir)")
+    parser.add_argument("--quick", action="store_true",
+                        help="tiny sizes and few rounds: a smoke run, numbers meaningless")
     parser.add_argument("overrides", nargs="*", help="Hydra overrides for both arms, e.g. data.labels_per_class=5")
-    args = parser.parse_args()
+    args = parser.parse_args(argv)
+    seeds = args.seeds or ([1] if args.quick else [1, 2, 3, 4, 5])
+    # The user's overrides come last, so they win over --quick's.
+    overrides = [*QUICK_OVERRIDES, *args.overrides] if args.quick else list(args.overrides)
+    pretrain_overrides = QUICK_OVERRIDES if args.quick else []
     torch.set_num_threads(args.threads)
     logging.getLogger("lightning").setLevel(logging.ERROR)
     logging.getLogger("dlkit").setLevel(logging.WARNING)
@@ -82,10 +111,10 @@ def main() -> None:
 
     started = time.perf_counter()
     results: dict[str, list[tuple[float, float, float]]] = {arm: [] for arm in ARMS}
-    for i, seed in enumerate(args.seeds):
+    for i, seed in enumerate(seeds):
         order = list(ARMS) if i % 2 == 0 else list(ARMS)[::-1]
         for arm in order:
-            results[arm].append(run(arm, seed, args.overrides, log_dir))
+            results[arm].append(run(arm, seed, overrides, log_dir, pretrain_overrides))
     if made_here:
         (pre,) = (log_dir / "pretrain_digits_0to4" / "runs").glob("*/metrics.json")
         done = json.loads(pre.read_text())
@@ -96,13 +125,13 @@ def main() -> None:
         pretraining = f"reused {pretrained}"
 
     print(f"\nLeNet-5, digits 5-9 from 10 labels per class: experiment=finetune_digits vs finetune=scratch; "
-          f"{len(args.seeds)} seeds, {args.threads} thread(s); overrides: {' '.join(args.overrides) or 'none'}")
+          f"{len(seeds)} seeds, {args.threads} thread(s); overrides: {' '.join(overrides) or 'none'}")
     print(f"CPU: {cpu_description()}")
     print(f"Pretraining (digits 0-4): {pretraining}; whole benchmark {time.perf_counter() - started:.0f} s\n")
     print("| seed | fine-tuned test acc (%) | from scratch test acc (%) | difference (points) |")
     print("|-----:|------------------------:|--------------------------:|--------------------:|")
     tuned, scratch = [r[0] for r in results["fine-tuned"]], [r[0] for r in results["from scratch"]]
-    for seed, a, b in zip(args.seeds, tuned, scratch):
+    for seed, a, b in zip(seeds, tuned, scratch):
         print(f"| {seed:4d} | {100 * a:23.1f} | {100 * b:25.1f} | {100 * (a - b):+19.1f} |")
     diffs = [a - b for a, b in zip(tuned, scratch)]
     print(f"| mean ± std | {_mean_std(tuned):>13} | {_mean_std(scratch):>15} | {_mean_std(diffs):>19} |")

@@ -4,7 +4,8 @@ Runs the experiment once, as ``dlkit-train experiment=finetune_efficientnet_fash
 does (composed in-process, trained by :func:`dlkit.train.train`), with one more
 callback, :class:`PhaseProbe`. When the frozen phase ends (the last epoch in which only
 the head trained, its validation included) and again when training ends, the probe runs
-the current weights over the whole test split (10,000 images) and records the accuracy;
+the current weights over the whole test split (10,000 images; as many batches as
+``trainer.limit_test_batches`` allows, when that is set) and records the accuracy;
 each phase's wall time leaves these test passes out, and they are timed on their own.
 ``train`` then tests its best checkpoint (by ``val/acc``) as usual: ``test/acc`` in the
 record.
@@ -19,15 +20,22 @@ Examples::
     .venv/bin/python scripts/bench_finetune_efficientnet.py
     # Another resolution / training-set size:
     .venv/bin/python scripts/bench_finetune_efficientnet.py data.resize=96 data.num_train=30000
+    # A smoke run (numbers meaningless): 32 px, 64 training images, 2 batches an epoch,
+    # one test batch for the probe and for the final test.
+    .venv/bin/python scripts/bench_finetune_efficientnet.py --output-dir /tmp/bench_effnet data.resize=32 \\
+        data.num_train=64 data.val_size=20 data.batch_size=16 +trainer.limit_train_batches=2 \\
+        +trainer.limit_val_batches=1 +trainer.limit_test_batches=1
 """
 
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
 import os
 import sys
 import time
+from collections.abc import Sequence
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -48,9 +56,9 @@ class PhaseProbe(L.Callback):
 
     Attributes:
         phases: One record per phase: ``{"phase", "epochs", "train_s", "test_acc",
-            "test_s", "trainable_params"}``; ``train_s`` is the phase's wall time from the
-            start of fitting (or the previous phase's end), validation included, the probe's
-            test passes excluded.
+            "test_images", "test_s", "trainable_params"}``; ``train_s`` is the phase's wall
+            time from the start of fitting (or the previous phase's end), validation
+            included, the probe's test passes excluded.
 
     Example:
         >>> probe = PhaseProbe(frozen_epochs=3)
@@ -86,7 +94,7 @@ class PhaseProbe(L.Callback):
 
     def _close(self, name: str, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         ended = time.perf_counter()
-        acc = test_accuracy(pl_module, trainer.datamodule)
+        acc, images = test_accuracy(pl_module, trainer.datamodule, trainer.limit_test_batches)
         done = self.phases[-1]["epochs_end"] if self.phases else 0
         self.phases.append({
             "phase": name,
@@ -94,6 +102,7 @@ class PhaseProbe(L.Callback):
             "epochs_end": trainer.current_epoch,
             "train_s": round(ended - self._phase_start, 1),
             "test_acc": acc,
+            "test_images": images,
             "test_s": round(time.perf_counter() - ended, 1),
             "trainable_params": self._trainable,
         })
@@ -103,25 +112,40 @@ class PhaseProbe(L.Callback):
 
 
 @torch.inference_mode()
-def test_accuracy(pl_module: L.LightningModule, dm: Any) -> float:
-    """Accuracy of ``pl_module`` on ``dm``'s whole test split, through its evaluation transforms.
+def test_accuracy(pl_module: L.LightningModule, dm: Any, limit: float | None = None) -> tuple[float, int]:
+    """Accuracy of ``pl_module`` on ``dm``'s test split, through its evaluation transforms.
+
+    Args:
+        pl_module: The task.
+        dm: Its datamodule (set up for testing).
+        limit: As ``trainer.limit_test_batches``: a number of batches (int), a fraction of
+            them (float), or ``None`` for all.
+
+    Returns:
+        ``(accuracy, images tested)``.
 
     Example:
         >>> test_accuracy(task, FashionMNISTDataModule(resize=80))  # doctest: +SKIP
-        0.87
+        (0.87, 10000)
     """
+    loader = dm.test_dataloader()
+    batches = len(loader)
+    if isinstance(limit, int):
+        batches = min(batches, limit)
+    elif isinstance(limit, float):
+        batches = max(1, int(limit * batches))
     was_training = pl_module.training
     pl_module.eval()
     correct = total = 0
     try:
-        for x, y in dm.test_dataloader():
+        for x, y in itertools.islice(loader, batches):
             x = dm.eval_transforms(x.to(pl_module.device))
             correct += int((pl_module(x).argmax(1) == y.to(pl_module.device)).sum())
             total += len(y)
     finally:
         # The network's own train() keeps frozen BatchNorm layers in inference mode.
         pl_module.train(was_training)
-    return correct / total
+    return correct / total, total
 
 
 def run(overrides: list[str], output_dir: Path) -> dict[str, Any]:
@@ -169,13 +193,19 @@ def run(overrides: list[str], output_dir: Path) -> dict[str, Any]:
     return record
 
 
+def _tested(record: dict[str, Any]) -> str:
+    # The probe tests fewer images than the split holds when trainer.limit_test_batches is set.
+    probed = max((p["test_images"] for p in record["phases"]), default=record["test_images"])
+    return f"all {probed:,}" if probed == record["test_images"] else f"{probed:,} of {record['test_images']:,}"
+
+
 def markdown(record: dict[str, Any]) -> str:
     """The README table: one row per phase, with the machine line above it."""
     lines = [
-        f"Measured on {record['cpu']}, {record['threads']} threads, load average "
-        f"{record['load_before'][0]:.1f} before / {record['load_after'][0]:.1f} after",
-        f"{record['train_images']:,} training images at {record['resize']} px, batch {record['batch_size']}; "
-        f"test: all {record['test_images']:,}",
+        (f"Measured on {record['cpu']}, {record['threads']} threads, load average "
+         f"{record['load_before'][0]:.1f} before / {record['load_after'][0]:.1f} after"),
+        (f"{record['train_images']:,} training images at {record['resize']} px, batch {record['batch_size']}; "
+         f"test: {_tested(record)}"),
         "| phase | epochs | trainable params | test acc | training wall time | test pass |",
         "|---|---:|---:|---:|---:|---:|",
     ]
@@ -188,7 +218,12 @@ def markdown(record: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
-def main(argv: list[str] | None = None) -> None:
+def main(argv: Sequence[str] | None = None) -> None:
+    """Run the experiment once and print the record and the README table.
+
+    Args:
+        argv: Command-line arguments (default: ``sys.argv[1:]``).
+    """
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--threads", type=int, default=2, help="torch intra-op threads (default: 2)")
     parser.add_argument("--output-dir", type=Path, default=None)

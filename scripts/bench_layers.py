@@ -15,6 +15,7 @@ Usage::
     python scripts/bench_layers.py --only lstm gru # cases whose name contains a word
     python scripts/bench_layers.py --no-mkldnn     # torch without oneDNN kernels
     python scripts/bench_layers.py --stat min      # fastest repeats, for a busy machine
+    python scripts/bench_layers.py --repeats 1 --warmup 0 --threads 1  # smoke run, numbers meaningless
 
 Adding a layer family: append ``Case`` objects to ``CASES`` in a new section below the
 existing ones (one section per family, marked by a ``# ---- Family`` comment).
@@ -30,9 +31,9 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import torch
+from _bench_common import cpu_description
 from torch import Tensor, nn
 
-from _bench_common import cpu_description
 from dlkit import layers
 
 
@@ -236,7 +237,8 @@ def markdown_table(results: Sequence[Result]) -> str:
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--quick", action="store_true", help="5 repeats, 2 warm-ups")
-    parser.add_argument("--repeats", type=int, default=None, help="paired repeats (default 21)")
+    parser.add_argument("--repeats", type=int, default=None, help="paired repeats (default 21; quick 5)")
+    parser.add_argument("--warmup", type=int, default=None, help="untimed steps of each module first (default 5; quick 2)")
     parser.add_argument("--only", nargs="+", default=None, metavar="WORD",
                         help="run cases whose name contains any of these words")  # fmt: skip
     parser.add_argument("--device", choices=["cpu", "cuda"], action="append", default=None,
@@ -250,7 +252,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
 
     repeats = args.repeats or (5 if args.quick else 21)
-    warmup = 2 if args.quick else 5
+    warmup = args.warmup if args.warmup is not None else (2 if args.quick else 5)
     if args.threads:
         torch.set_num_threads(args.threads)
     if args.no_mkldnn:

@@ -9,6 +9,7 @@ the whole search, the epochs trained over all trials, and the pruned count.
 
     python scripts/bench_optuna.py                      # 12 trials x 6 epochs, 1 round
     python scripts/bench_optuna.py --trials 16 --epochs 10 --rounds 2
+    python scripts/bench_optuna.py --trials 1 --epochs 1 --only pruning   # smoke run (~10 s), numbers meaningless
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -29,11 +31,29 @@ from _bench_common import REPO, cpu_description
 from omegaconf import OmegaConf
 
 CONTENDERS = {"pruning (median)": [], "no pruning": ["hydra.sweeper.pruner=null"]}
+# --only's names of the contenders.
+SHORT_NAMES = {"pruning": "pruning (median)", "no-pruning": "no pruning"}
 
 
 def run_search(work: Path, name: str, extra: list[str], trials: int, epochs: int, seed: int,
                threads: int) -> dict[str, Any]:
-    """One search in its own process; returns its figures."""
+    """One search in its own ``dlkit-train -m`` process.
+
+    Args:
+        work: The folder the search runs in and writes to.
+        name: A key of :data:`CONTENDERS` (its sweep folder is named after it).
+        extra: Overrides of this contender.
+        trials: ``hydra.sweeper.n_trials``.
+        epochs: ``trainer.max_epochs`` of every trial.
+        seed: The TPE sampler's seed.
+        threads: ``OMP_NUM_THREADS`` of the search process.
+
+    Returns:
+        ``{"best_val", "test", "wall", "epochs", "pruned", "trials"}``.
+
+    Raises:
+        RuntimeError: The search process failed (the message holds the end of its output).
+    """
     sweep = work / name.replace(" ", "_").replace("(", "").replace(")", "") / f"seed{seed}"
     cmd = [sys.executable, "-m", "dlkit.train", "-m", "hparams_search=lenet_digits_optuna",
            f"paths.log_dir={work / 'logs'}", f"hydra.sweep.dir={sweep}", f"hydra.sweeper.n_trials={trials}",
@@ -53,21 +73,30 @@ def run_search(work: Path, name: str, extra: list[str], trials: int, epochs: int
             "pruned": int(best.trials.get("pruned", 0)), "trials": trials}
 
 
-def main() -> None:
+def main(argv: Sequence[str] | None = None) -> None:
+    """Run the searches and print the table.
+
+    Args:
+        argv: Command-line arguments (default: ``sys.argv[1:]``).
+    """
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--trials", type=int, default=12)
     parser.add_argument("--epochs", type=int, default=6)
     parser.add_argument("--rounds", type=int, default=1, help="interleaved rounds, sampler seeds 42, 43, ...")
     # LeNet on digits is small: one intra-op thread per job avoids oversubscribing shared cores.
     parser.add_argument("--threads", type=int, default=1, help="torch threads of the search process")
-    args = parser.parse_args()
+    # Each search is a fresh process (~10 s before its first trial): a smoke run can do with one.
+    parser.add_argument("--only", nargs="+", choices=SHORT_NAMES, default=None,
+                        help="contenders to run (default: both)")
+    args = parser.parse_args(argv)
+    names = [SHORT_NAMES[n] for n in args.only] if args.only else list(CONTENDERS)
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     print(cpu_description())
-    results: dict[str, list[dict[str, Any]]] = {name: [] for name in CONTENDERS}
+    results: dict[str, list[dict[str, Any]]] = {name: [] for name in names}
     with tempfile.TemporaryDirectory() as tmp:
         for r in range(args.rounds):
-            for name, extra in CONTENDERS.items():
-                res = run_search(Path(tmp), name, extra, args.trials, args.epochs, 42 + r, args.threads)
+            for name in names:
+                res = run_search(Path(tmp), name, CONTENDERS[name], args.trials, args.epochs, 42 + r, args.threads)
                 results[name].append(res)
                 print(f"round {r}: {name}: best val/acc_best {res['best_val']:.4f} (test/acc {res['test']:.4f}), "
                       f"{res['wall']:.1f} s, {res['epochs']} epochs, {res['pruned']} pruned", flush=True)

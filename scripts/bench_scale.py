@@ -4,11 +4,11 @@
 run, as a user starts it) once in one process with ``data.batch_size=B`` and 2 intra-op
 threads, and once as ``trainer=ddp_cpu trainer.devices=2`` with ``data.batch_size=B/2``
 per process (one thread each, Lightning's default for 2 processes on 2 cores): the same
-global batch, the same cores. Rounds interleave the two. :class:`StepClock` on rank 0
-records every training step (rank 0 waits for rank 1 in the gradient all-reduce, so its
-steps are the job's); reported: the median step after the warm-up, training images a
-second from it and from the epoch's wall time (first batch start to last batch end, data
-loading included), and the ratio DDP / one process.
+global batch, the same cores. Rounds interleave the two (``--devices`` runs one alone).
+:class:`StepClock` on rank 0 records every training step (rank 0 waits for rank 1 in the
+gradient all-reduce, so its steps are the job's); reported: the median step after the
+warm-up, training images a second from it and from the epoch's wall time (first batch
+start to last batch end, data loading included), and the ratio DDP / one process.
 
 ``--what compile``: ``compile=true`` vs eager, in-process (``dlkit.train.train``), on
 ``lenet_digits`` (the default run) and ``transformer_dates``: the first training step
@@ -19,6 +19,9 @@ Prints the CPU line (model, ISA), torch version and threads with every table::
 
     python scripts/bench_scale.py --what ddp --rounds 3
     python scripts/bench_scale.py --what compile --steps 150
+    # Smoke runs (numbers meaningless): one DDP run of 6 steps; 6 steps of lenet_digits.
+    python scripts/bench_scale.py --what ddp --rounds 1 --devices 2 --batch 8 --batches 6 --epochs 1
+    python scripts/bench_scale.py --what compile --steps 6 --experiments lenet_digits
 """
 
 from __future__ import annotations
@@ -31,6 +34,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -53,7 +57,7 @@ class StepClock(L.Callback):
         self.path = path
         self.steps: list[float] = []
         self.epochs: list[float] = []
-        self._step = self._epoch = 0.0
+        self._step = self._epoch = self._last = 0.0
 
     def on_train_epoch_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         self._epoch = 0.0
@@ -110,10 +114,15 @@ def run_ddp(work: Path, devices: int, batch: int, epochs: int, batches: int, rou
 
 
 def bench_ddp(args: argparse.Namespace) -> None:
-    rows: dict[int, list[dict[str, Any]]] = {1: [], 2: []}
+    """Train ``args.devices`` (process counts) in interleaved rounds; print the table.
+
+    Args:
+        args: The parsed command line (``rounds``, ``devices``, ``batch``, ``batches``, ``epochs``).
+    """
+    rows: dict[int, list[dict[str, Any]]] = {devices: [] for devices in args.devices}
     with tempfile.TemporaryDirectory(prefix="bench_scale_") as tmp:
         for round_ in range(args.rounds):
-            for devices in ((1, 2) if round_ % 2 == 0 else (2, 1)):
+            for devices in (args.devices if round_ % 2 == 0 else args.devices[::-1]):
                 row = run_ddp(Path(tmp), devices, args.batch, args.epochs, args.batches, round_)
                 rows[devices].append(row)
                 print(f"round {round_} devices={devices}: step {row['step_s'] * 1e3:.1f} ms, "
@@ -125,6 +134,8 @@ def bench_ddp(args: argparse.Namespace) -> None:
     print("|---|---:|---:|---:|---:|---:|")
     med = {}
     for devices, label in ((1, "1 process, 2 threads"), (2, "ddp_cpu, 2 processes x 1 thread")):
+        if devices not in rows:
+            continue
         steps = [r["step_s"] * 1e3 for r in rows[devices]]
         epoch = [r["epoch_img_s"] for r in rows[devices]]
         walls = [r["wall_s"] for r in rows[devices]]
@@ -132,8 +143,9 @@ def bench_ddp(args: argparse.Namespace) -> None:
         print(f"| {label} | {med[devices][0]:.1f} ({_spread(steps)}) | {args.batch / med[devices][0] * 1e3:.0f} | "
               f"{med[devices][1]:.0f} ({_spread(epoch)}) | {med[devices][2]:.1f} | "
               f"{statistics.median(r['val_acc'] for r in rows[devices]):.4f} |")
-    print(f"\nthroughput ddp_cpu(2) / one process: {med[1][0] / med[2][0]:.2f}x from the step, "
-          f"{med[2][1] / med[1][1]:.2f}x over the epoch; process wall {med[2][2] / med[1][2]:.2f}x")
+    if len(med) == 2:
+        print(f"\nthroughput ddp_cpu(2) / one process: {med[1][0] / med[2][0]:.2f}x from the step, "
+              f"{med[2][1] / med[1][1]:.2f}x over the epoch; process wall {med[2][2] / med[1][2]:.2f}x")
 
 
 def run_compile(experiment: str, compiled: bool, steps: int, work: Path) -> dict[str, Any]:
@@ -150,6 +162,11 @@ def run_compile(experiment: str, compiled: bool, steps: int, work: Path) -> dict
 
 
 def bench_compile(args: argparse.Namespace) -> None:
+    """Train each of ``args.experiments`` eager, then compiled; print the table.
+
+    Args:
+        args: The parsed command line (``experiments``, ``steps``).
+    """
     print("| experiment | first step eager / compiled (s) | step eager / compiled (ms) | speed-up | "
           "paid back after | run wall eager / compiled (s) |")
     print("|---|---:|---:|---:|---:|---:|")
@@ -169,16 +186,29 @@ def bench_compile(args: argparse.Namespace) -> None:
 
 
 
-def main() -> None:
+def main(argv: Sequence[str] | None = None) -> None:
+    """Print the machine line and the table of ``--what``.
+
+    Args:
+        argv: Command-line arguments (default: ``sys.argv[1:]``).
+    """
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--what", choices=("ddp", "compile"), required=True)
     parser.add_argument("--rounds", type=int, default=3, help="ddp: interleaved rounds")
     parser.add_argument("--batch", type=int, default=128, help="ddp: the global batch")
     parser.add_argument("--batches", type=int, default=150, help="ddp: training steps an epoch")
     parser.add_argument("--epochs", type=int, default=3, help="ddp: epochs a run")
+    # Each run is a fresh dlkit-train process (~7 s, ~13 s with DDP's second one): a smoke run
+    # can do with one.
+    parser.add_argument("--devices", type=int, nargs="+", choices=(1, 2), default=[1, 2],
+                        help="ddp: the process counts to run (default: both)")
     parser.add_argument("--steps", type=int, default=150, help="compile: training steps a run")
     parser.add_argument("--experiments", nargs="+", default=["lenet_digits", "transformer_dates"])
-    args = parser.parse_args()
+    args = parser.parse_args(argv)
+    # The medians leave out the first WARMUP steps: there must be one more.
+    steps = args.batches * args.epochs if args.what == "ddp" else args.steps
+    if steps <= WARMUP:
+        parser.error(f"a run needs more than the {WARMUP} warm-up steps (ddp: --batches x --epochs; compile: --steps)")
     load = os.getloadavg()[0]
     print(f"CPU: {cpu_description()}\ntorch {torch.__version__}, {torch.get_num_threads()} threads, "
           f"{onednn_version()}, load average {load:.2f} at the start\n", flush=True)

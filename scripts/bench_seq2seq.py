@@ -17,6 +17,9 @@ Examples::
     .venv/bin/python scripts/bench_seq2seq.py --experiments transformer_dates --threads 2
     # Any Hydra override applies to every experiment:
     .venv/bin/python scripts/bench_seq2seq.py --experiments seq2seq_bahdanau_dates trainer.max_epochs=4
+    # A smoke run (numbers meaningless), as tests/test_bench_scripts.py runs it:
+    .venv/bin/python scripts/bench_seq2seq.py --experiments seq2seq_rnn_dates --threads 1 --output-dir /tmp/b \\
+        trainer.max_epochs=1 +trainer.limit_train_batches=2 +trainer.limit_val_batches=1 +trainer.limit_test_batches=1
 """
 
 from __future__ import annotations
@@ -125,8 +128,8 @@ def markdown(records: list[dict[str, Any]]) -> str:
         >>> print(markdown([run("transformer_dates", [], Path("/tmp/b"))]))
     """
     lines = [
-        "| experiment | model | test exact match | test BLEU | test token acc | test acc | epochs "
-        "| val curve (% per epoch) | wall time |",
+        ("| experiment | model | test exact match | test BLEU | test token acc | test acc | epochs "
+         "| val curve (% per epoch) | wall time |"),
         "|---|---|---|---|---|---|---|---|---|",
     ]
     for r in records:
