@@ -1,10 +1,10 @@
-"""Tutorial 2 — the command-line run, composed and launched from Python.
+"""Guide — the command-line run, composed and launched from Python.
 
 `dlkit-train` is `dlkit.train.train(cfg)` behind Hydra's command line. Composing the
 config in-process with `dlkit.config.compose_config` (as the tests do) lets a notebook
 launch, inspect and compare runs; it takes the same overrides as the command line.
 
-Run it:  .venv/bin/python tutorials/02_hydra_from_python.py
+Run it:  .venv/bin/python tutorials/guide_hydra_from_python.py
 The same run from the shell:
     dlkit-train experiment=mlp_diabetes trainer.max_epochs=30 optimizer.lr=0.003
 """

@@ -1,6 +1,6 @@
-"""Tutorial 1 — dlkit from Python, the Keras way.
+"""Guide — dlkit from Python, the Keras way.
 
-Run it:  .venv/bin/python tutorials/01_keras_style.py
+Run it:  .venv/bin/python tutorials/guide_keras_style.py
 (the tests run it too, with DLKIT_TUTORIAL_EPOCHS=1 to keep CI short).
 
 We train LeNet-5 on scikit-learn's handwritten digits, look at the model, evaluate,
