@@ -18,6 +18,8 @@ from pathlib import Path
 import pytest
 from hydra.core.global_hydra import GlobalHydra
 
+pytestmark = pytest.mark.usefixtures("one_thread")  # restores the thread count a chapter may set
+
 TUTORIALS = Path(__file__).resolve().parents[1] / "tutorials"
 CHAPTERS = sorted(TUTORIALS.glob("[0-9][0-9]_*.py"))
 GUIDES = sorted(TUTORIALS.glob("guide_*.py"))

@@ -583,6 +583,8 @@ class Task(SaveLoad, BestValueLogging, EpochMeanLogging):
             return self.example_input_array  # type: ignore[return-value]
         net = self.net
         cfg = getattr(net, "cfg", None)
+        if getattr(cfg, "in_features", None):  # a vector model given its input size (MLP)
+            return torch.zeros(1, cfg.in_features)
         in_chans, img = getattr(net, "in_chans", None), getattr(cfg, "img_size", None)
         if in_chans and img:
             return torch.zeros(1, in_chans, img, img)

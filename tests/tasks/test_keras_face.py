@@ -97,6 +97,14 @@ def test_summary_totals_split_by_requires_grad(capsys) -> None:
     assert "[1,10]" in printed  # output shape of the last layer, from an example forward pass
 
 
+def test_summary_of_a_vector_mlp_uses_its_input_size(capsys) -> None:
+    # An MLP built with in_features (e.g. 2-D points) takes (B, in_features), not images.
+    clf = Classifier(create_model("mlp", in_features=2, hidden_sizes=(4,), num_classes=2))
+    summary = clf.summary()
+    assert summary.total_params == (2 + 1) * 4 + (4 + 1) * 2
+    assert "[1,2]" in capsys.readouterr().out
+
+
 class TwoHeads(nn.Module):
     """A digits network with two outputs: the digit, and whether it is >= 5."""
 
