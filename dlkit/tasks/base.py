@@ -27,7 +27,7 @@ from dlkit.callbacks.history import History
 from dlkit.callbacks.lr_logger import LearningRateLogger
 from dlkit.callbacks.terminate_on_nan import TerminateOnNaN
 from dlkit.checkpoint import resolve_ckpt_path
-from dlkit.config import instantiate_option
+from dlkit.config import ConfigError, instantiate_option
 from dlkit.data.checks import DataError, check_arrays
 from dlkit.data.tensor import TensorBatchLoader, arrays_to_datamodule, as_loader, as_tensor, is_loader
 from dlkit.layers import weight_penalty
@@ -50,7 +50,7 @@ from dlkit.tasks.optim import (
 from dlkit.tasks.checks import check_net_accepts
 from dlkit.tasks.saving import SaveLoad, plain_compile_settings
 from dlkit.tasks.summary import ModelSummary, summarize
-from dlkit.validation import check_options, check_value
+from dlkit.validation import check_factory_arguments, check_options, check_value
 
 __all__ = ["SINGLE_OUTPUT", "STAGES", "Task"]
 
@@ -183,11 +183,19 @@ class Task(SaveLoad, BestValueLogging, EpochMeanLogging):
         elif lr is not None:
             check_value("optimizer.lr", lr)
         check_options("optimizer", optimizer_kwargs)
+        if penalties := sorted({"l1", "l2"} & set(optimizer_kwargs)):
+            given = ", ".join(f"{k}={optimizer_kwargs[k]!r}" for k in penalties)
+            raise ConfigError(
+                f"compile({given}): {' and '.join(penalties)} are the task's weight penalties, not optimiser "
+                f"arguments; give them to the task: {type(self).__name__}(net, {given}). (weight_decay=... is the "
+                "optimiser's own L2.)"
+            )
         if isinstance(optimizer, str):
             optimizer = instantiate_option("optimizer", optimizer, lr=lr, **optimizer_kwargs)
         elif lr is not None or optimizer_kwargs:
             optimizer = functools.partial(optimizer, **({"lr": lr} if lr else {}), **optimizer_kwargs)
         check_lr(optimizer)
+        check_factory_arguments(optimizer, "optimizer")  # a misspelt keyword fails here, not inside fit
         self.optimizer_factory = optimizer
         self.scheduler_factory = (
             instantiate_option("scheduler", scheduler) if isinstance(scheduler, str) else scheduler

@@ -367,3 +367,13 @@ def test_on_accelerator_reads_the_output_device() -> None:
     assert _on_accelerator(torch.zeros(2, 3, device="meta"))
     assert _on_accelerator({"logits": torch.zeros(2, device="meta")})
     assert not _on_accelerator({})
+
+
+def test_compile_refuses_what_the_optimiser_does_not_take() -> None:
+    # Both used to be accepted and then fail inside fit, as a bare TypeError from Adam.
+    clf = Classifier(_mlp())
+    with pytest.raises(ValueError, match=r"l2 are the task's weight penalties.*Classifier\(net, l2=0\.001\)"):
+        clf.compile(optimizer="adam", l2=1e-3)
+    with pytest.raises(ValueError, match=r"optimizer\.momentun is not an argument of torch\.optim\.SGD \(did you mean momentum\?\)"):
+        clf.compile(optimizer="sgd", lr=0.1, momentun=0.9)
+    clf.compile(optimizer="sgd", lr=0.1, momentum=0.9)  # the real names still pass
