@@ -42,7 +42,7 @@ import torch
 from torch import nn
 
 from dlkit import Classifier, create_model
-from dlkit.callbacks import DropoutSchedule, EarlyStopping
+from dlkit.callbacks import DropoutSchedule, EarlyStopping, WeightConstraint
 from dlkit.data import DigitsDataModule
 from dlkit.layers import MaxNorm, mc_predict
 
@@ -67,16 +67,6 @@ def accuracy(clf: Classifier, x: torch.Tensor, y: torch.Tensor) -> float:
     return (clf.predict(x).argmax(1) == y).float().mean().item()
 
 
-class ApplyMaxNorm(L.Callback):
-    """Apply a weight constraint to the network after every optimiser step."""
-
-    def __init__(self, constraint: MaxNorm) -> None:
-        self.constraint = constraint
-
-    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
-        self.constraint(pl_module.net)
-
-
 def max_unit_norm(net: nn.Module) -> float:
     """The largest L2 norm of one unit's incoming weights, over the hidden layers."""
     return max(m.weight.norm(dim=1).max().item() for m in net.features if isinstance(m, nn.Linear))
@@ -99,7 +89,8 @@ def max_unit_norm(net: nn.Module) -> float:
 #   value (here 0.5) as training goes on.
 # * **Max-norm** caps the length of every unit's incoming weight vector (here at 1.0) after
 #   each step; Srivastava et al. pair it with dropout, which then tolerates larger rates.
-#   dlkit's `MaxNorm` is a constraint object; a three-line callback applies it after each step.
+#   dlkit's `MaxNorm` is a constraint object; the `WeightConstraint` callback applies it after each
+#   optimiser step (`callbacks=[default,max_norm]` on the command line).
 # * **Batch norm** normalises each hidden unit over the batch (mean 0, variance 1, then a
 #   learned scale and shift); **layer norm** normalises over the units of each sample. They
 #   are mainly there to make training faster and more stable; batch norm's batch-to-batch
@@ -121,7 +112,7 @@ variants = {
         model={"drop_rate": 0.5},
         callbacks=[DropoutSchedule("curriculum", theta_bar=0.5, gamma=4.0 / total_steps)],
     ),
-    "max-norm 1.0 + dropout 0.5": dict(model={"drop_rate": 0.5}, callbacks=[ApplyMaxNorm(MaxNorm(max_value=1.0))]),
+    "max-norm 1.0 + dropout 0.5": dict(model={"drop_rate": 0.5}, callbacks=[WeightConstraint(MaxNorm(max_value=1.0))]),
     "batch norm": dict(model={"norm_layer": "batchnorm"}),
     "layer norm": dict(model={"norm_layer": "layernorm"}),
     "early stopping": dict(

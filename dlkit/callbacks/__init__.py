@@ -18,6 +18,7 @@ from dlkit.callbacks.optuna_pruning import OptunaPruning
 from dlkit.callbacks.hparams import HParamsSession
 from dlkit.callbacks.epoch_log import EpochLog
 from dlkit.callbacks.model_summary import ModelSummary
+from dlkit.callbacks.weight_constraint import WeightConstraint
 
 __all__ = ["EarlyStopping", "History"]
 __all__ += ["AttentionHeatmapLogger", "TeacherForcingSchedule"]
@@ -26,4 +27,4 @@ __all__ += ["ConfusionMatrix", "GradientHealth", "Misclassified"]
 __all__ += ["DropoutSchedule", "LayerFreezing", "LearningRateLogger"]
 __all__ += ["NonFiniteLossError", "StepTimer", "TerminateOnNaN"]
 __all__ += ["HParamsSession", "OptunaPruning"]
-__all__ += ["EpochLog", "ModelSummary"]
+__all__ += ["EpochLog", "ModelSummary", "WeightConstraint"]
