@@ -48,4 +48,17 @@ class History(L.Callback):
         return {"history": self.history, "epoch": self.epoch}
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
-        self.history, self.epoch = state_dict["history"], state_dict["epoch"]
+        # Lightning restores callback state for every ckpt_path, testing included. Only a
+        # fit that resumes from the checkpoint continues its history: testing the best
+        # checkpoint after training must not cut the live history back to that epoch.
+        self._restored = state_dict
+
+    def on_fit_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        restored = self.__dict__.pop("_restored", None)
+        if restored is not None:
+            self.history, self.epoch = restored["history"], restored["epoch"]
+
+    def on_test_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self.__dict__.pop("_restored", None)
+
+    on_validation_start = on_predict_start = on_test_start
