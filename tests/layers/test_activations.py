@@ -233,3 +233,34 @@ def test_relu_backward_leaves_incoming_gradient_untouched():
 def test_identity_activations_return_the_input(spec):
     x = torch.randn(3, requires_grad=True)
     assert L.get_activation(spec)(x) is x
+
+
+@pytest.mark.parametrize(
+    "make", [lambda: (L.LeakyReLU(0.1), nn.LeakyReLU(0.1)),
+             lambda: (L.LeakyReLU(0.1, inplace=True), nn.LeakyReLU(0.1, inplace=True)),
+             lambda: (L.PReLU(), nn.PReLU())], ids=["leaky_relu", "leaky_relu_inplace", "prelu"],
+)  # fmt: skip
+def test_leaky_family_edge_values_match_torch(make):
+    # Written in float arithmetic (no boolean masks): the value, the sign of zero and the
+    # gradient must still be torch's at the kink, at NaN, at the infinities, for subnormals.
+    values = [float("nan"), -1.0, -0.0, 0.0, 1e-45, -1e-45, 3.0, float("inf"), float("-inf")]
+    results = []
+    for layer in make():
+        leaf = torch.tensor(values, requires_grad=True)
+        y = layer(leaf * 1)  # a non-leaf, so the in-place form is allowed
+        y.backward(torch.arange(1.0, len(values) + 1))
+        results.append((y.detach(), leaf.grad, [p.grad for p in layer.parameters()]))
+    (y_ours, g_ours, p_ours), (y_theirs, g_theirs, p_theirs) = results
+    torch.testing.assert_close(y_ours, y_theirs, equal_nan=True, rtol=0, atol=0)
+    assert torch.equal(y_ours.signbit(), y_theirs.signbit())
+    torch.testing.assert_close(g_ours, g_theirs, equal_nan=True, rtol=0, atol=0)
+    for a, b in zip(p_ours, p_theirs):
+        torch.testing.assert_close(a, b, equal_nan=True)
+
+
+@pytest.mark.parametrize("layer", [L.LeakyReLU(0.2), L.PReLU(3, init=0.3)], ids=["leaky_relu", "prelu"])
+def test_leaky_family_double_backward(layer):
+    layer = layer.double()
+    x = torch.randn(4, 3, 5, dtype=torch.float64, requires_grad=True)
+    assert torch.autograd.gradcheck(layer, (x,))
+    assert torch.autograd.gradgradcheck(layer, (x,))
