@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import doctest
+import importlib.util
 import inspect
 import os
+import sys
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -118,3 +120,27 @@ needs_fashion_mnist = pytest.mark.skipif(
 )
 
 FAST = ["~callbacks.rich_progress_bar", "~callbacks.model_summary"]
+
+
+SCRIPTS = Path(__file__).resolve().parents[1] / "scripts"
+
+
+def load_script(name: str) -> ModuleType:
+    """``scripts/<name>.py`` imported as module ``name``, as it is when run from ``scripts/``.
+
+    The module is registered in ``sys.modules`` so that Hydra finds the callbacks the
+    script names by ``<name>.<Class>`` (``_bench_common.target``) as this very module,
+    and the script's ``isinstance`` checks on them hold.
+    """
+    # The scripts import their siblings (_bench_common, bench_models) as top-level modules.
+    if str(SCRIPTS) not in sys.path:
+        sys.path.insert(0, str(SCRIPTS))
+    path = SCRIPTS / f"{name}.py"
+    loaded = sys.modules.get(name)
+    if loaded is not None and Path(getattr(loaded, "__file__", "")) == path:
+        return loaded
+    spec = importlib.util.spec_from_file_location(name, path)
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[name] = module  # dataclasses resolve their annotations through it
+    spec.loader.exec_module(module)
+    return module

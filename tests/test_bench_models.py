@@ -6,30 +6,15 @@ same loss and gradients in training mode (where no dropout is active), on a tiny
 
 from __future__ import annotations
 
-import importlib.util
-import sys
-from pathlib import Path
-
 import pytest
 import torch
 
-SCRIPTS = Path(__file__).resolve().parents[1] / "scripts"
+from tests.conftest import load_script
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
 
-def _load_script():
-    # The script imports its sibling ``_bench_common``, as it does when run from scripts/.
-    if str(SCRIPTS) not in sys.path:
-        sys.path.insert(0, str(SCRIPTS))
-    spec = importlib.util.spec_from_file_location("bench_models", SCRIPTS / "bench_models.py")
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module  # dataclasses resolve their annotations through it
-    spec.loader.exec_module(module)
-    return module
-
-
-bench_models = _load_script()
+bench_models = load_script("bench_models")
 
 
 @pytest.mark.parametrize("name", list(bench_models.PAIRS))

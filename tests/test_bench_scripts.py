@@ -17,7 +17,6 @@ added to :data:`SMOKES` (``test_every_bench_script_has_a_smoke_run`` fails until
 from __future__ import annotations
 
 import contextlib
-import importlib.util
 import json
 import logging
 import math
@@ -37,10 +36,9 @@ import pytest
 import torch
 from hydra.core.global_hydra import GlobalHydra
 
-from tests.conftest import needs_fashion_mnist
+from tests.conftest import SCRIPTS, load_script, needs_fashion_mnist
 
 REPO = Path(__file__).resolve().parents[1]
-SCRIPTS = REPO / "scripts"
 # Smoke-tested elsewhere: bench_models.py by tests/test_bench_models.py.
 ELSEWHERE = {"bench_models.py"}
 
@@ -62,25 +60,6 @@ pytestmark = pytest.mark.usefixtures("one_thread")  # restores torch's thread co
 # ----------------------------------------------------------------------------- helpers
 
 
-def load_script(name: str) -> ModuleType:
-    """``scripts/<name>.py`` imported as module ``name``, as it is when run from ``scripts/``.
-
-    The module is registered in ``sys.modules`` so that Hydra finds the callbacks the
-    script names by ``<name>.<Class>`` (``_bench_common.target``) as this very module,
-    and the script's ``isinstance`` checks on them hold.
-    """
-    # The scripts import their siblings (_bench_common, bench_models) as top-level modules.
-    if str(SCRIPTS) not in sys.path:
-        sys.path.insert(0, str(SCRIPTS))
-    path = SCRIPTS / f"{name}.py"
-    loaded = sys.modules.get(name)
-    if loaded is not None and Path(getattr(loaded, "__file__", "")) == path:
-        return loaded
-    spec = importlib.util.spec_from_file_location(name, path)
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[name] = module  # dataclasses resolve their annotations through it
-    spec.loader.exec_module(module)
-    return module
 
 
 def table(out: str, header: str) -> dict[str, list[str]]:

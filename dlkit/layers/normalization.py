@@ -188,7 +188,7 @@ class _BatchNormFunction(torch.autograd.Function):
         scale = rstd if weight is None else rstd * weight.reshape(as_channel)
         y = centred * scale
         if bias is not None:
-            # In place: out-of-place addcmul with a broadcast first operand is 2-3x slower.
+            # In place: an out-of-place addcmul with a broadcast first operand is slower.
             y.add_(bias.reshape(as_channel))
         ctx.save_for_backward(centred, rstd, scale)
         ctx.dims, ctx.has_weight, ctx.has_bias = dims, weight is not None, bias is not None

@@ -370,7 +370,7 @@ def test_on_accelerator_reads_the_output_device() -> None:
 
 
 def test_compile_refuses_what_the_optimiser_does_not_take() -> None:
-    # Both used to be accepted and then fail inside fit, as a bare TypeError from Adam.
+    # Both must fail here, naming the fix, not later inside fit as a bare TypeError from Adam.
     clf = Classifier(_mlp())
     with pytest.raises(ValueError, match=r"l2 are the task's weight penalties.*Classifier\(net, l2=0\.001\)"):
         clf.compile(optimizer="adam", l2=1e-3)
