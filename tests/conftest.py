@@ -5,6 +5,7 @@ from __future__ import annotations
 import doctest
 import importlib.util
 import inspect
+import logging
 import os
 import sys
 from collections.abc import Callable, Iterator
@@ -22,6 +23,24 @@ from dlkit.config import compose_config
 
 # Two cores: more intra-op threads than cores only adds contention in tiny test models.
 torch.set_num_threads(min(2, os.cpu_count() or 1))
+
+
+@pytest.fixture(autouse=True)
+def _root_logging_restored() -> Iterator[None]:
+    """Every test leaves the root logger's handlers and level as it found them.
+
+    A Hydra entry point run in-process (``dlkit.train.main()``) configures job logging: a
+    console handler on that test's captured stream, closed when the test ends, and a file
+    handler in its temporary run folder. Left behind, every later log line would go to both.
+    """
+    root = logging.getLogger()
+    handlers, level = list(root.handlers), root.level
+    yield
+    for handler in [h for h in root.handlers if h not in handlers]:
+        root.removeHandler(handler)
+        handler.close()
+    root.handlers[:] = handlers
+    root.setLevel(level)
 
 
 @contextmanager

@@ -262,14 +262,22 @@ def _check_startup(out: str, tmp: Path, module: ModuleType, returned: Any) -> No
         assert "-" in spread
 
 
-def _no_dynamo() -> Any:
+@contextlib.contextmanager
+def _no_dynamo() -> Iterator[None]:
     # torch.compile's inductor takes ~20 s to compile LeNet-5 on two cores, more than the
     # whole smoke budget. With dynamo disabled, compile=true still goes through dlkit's
     # compile_network and every line of the script, and the compiled network runs eagerly;
     # tests/test_speed.py is where compiling itself is tested.
     import torch._dynamo
 
-    return torch._dynamo.config.patch(disable=True)
+    try:
+        with torch._dynamo.config.patch(disable=True):
+            yield
+    finally:
+        # A compiled module called while dynamo is disabled marks its forward's code "run
+        # eagerly" for the rest of the process; without the reset every later torch.compile
+        # of the same class silently stays eager.
+        torch._dynamo.reset()
 
 
 SMOKES = [
