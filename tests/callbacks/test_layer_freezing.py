@@ -75,7 +75,7 @@ def test_the_plan_freezes_then_unfreezes_by_epoch(data) -> None:
     task, trainer, seen = _fit(data, 4, LayerFreezing(train_from=-1, unfreeze_at={1: "neck", 3: "all"}))
     by_epoch = {s["epoch"]: s["trainable"] for s in seen}
     assert by_epoch == {0: ["head"], 1: ["neck", "head"], 2: ["neck", "head"], 3: ["stem", "block", "neck", "head"]}
-    assert {s["groups"] for s in seen} == {4}  # one group per layer group, never added to
+    assert {s["groups"] for s in seen} == {1}  # one rate, one group, never added to
     assert trainer.callback_metrics["train/trainable_params"] == sum(p.numel() for p in task.parameters())
 
 

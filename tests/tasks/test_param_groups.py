@@ -21,7 +21,6 @@ pytestmark = pytest.mark.usefixtures("one_thread")
 @pytest.mark.parametrize(
     ("lr", "rates"),
     [
-        (1e-3, [1e-3] * 5),
         (slice(1e-5, 1e-3), [1e-5 * 100 ** (i / 4) for i in range(5)]),
         ({"min": 1e-5, "max": 1e-3}, [1e-5 * 100 ** (i / 4) for i in range(5)]),
         (slice(1e-3), [1e-4] * 4 + [1e-3]),  # fastai: the head at hi, the rest at hi / 10
@@ -36,6 +35,14 @@ def test_rates_spread_over_the_layer_groups(lr, rates) -> None:
     assert all(math.isclose(g["lr"], r) for g, r in zip(groups, rates)), [g["lr"] for g in groups]
     # Every parameter once, frozen or not.
     assert sum(len(g["params"]) for g in groups) == len(list(net.parameters()))
+
+
+def test_one_rate_puts_every_parameter_in_one_group() -> None:
+    # Same-rate layer groups would each cost a fused optimiser kernel per step, for nothing.
+    net = create_model("lenet5")
+    (group,) = layer_param_groups(net, 1e-3, None)
+    assert group["name"] == "all" and group["lr"] == 1e-3
+    assert [id(p) for p in group["params"]] == [id(p) for p in net.parameters()]
 
 
 @pytest.mark.parametrize(
