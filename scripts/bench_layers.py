@@ -151,6 +151,13 @@ CASES += [
          _sequence),
     Case("lstm-bidir", functools.partial(_LSTM, **_BIDIR),
          functools.partial(_TORCH_LSTM, **_BIDIR), _sequence),
+    # backend="native": the same layer with its time loop in C++ (opt-in; main() builds or
+    # loads the extension before any timing and prints how long that took).
+    Case("lstm-1layer-native", functools.partial(_LSTM, backend="native"), _TORCH_LSTM, _sequence),
+    Case("lstm-2layer-native", functools.partial(_LSTM, backend="native", **_TWO),
+         functools.partial(_TORCH_LSTM, **_TWO), _sequence),
+    Case("lstm-bidir-native", functools.partial(_LSTM, backend="native", **_BIDIR),
+         functools.partial(_TORCH_LSTM, **_BIDIR), _sequence),
     Case("gru-1layer", _GRU, _TORCH_GRU, _sequence),
     Case("gru-2layer", functools.partial(_GRU, **_TWO), functools.partial(_TORCH_GRU, **_TWO),
          _sequence),
@@ -337,6 +344,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     print(cpu_description())
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, oneDNN {onednn}, "
           f"{repeats} repeats, {args.stat}\n")  # fmt: skip
+    if any("native" in c.name for c in cases):
+        from dlkit.layers.native import lstm_ops, native_extension_name
+
+        start = time.perf_counter()
+        lstm_ops()
+        print(f"backend='native': C++ kernel {native_extension_name()} built or loaded in "
+              f"{time.perf_counter() - start:.1f} s (a build happens once per machine, CPU and torch)\n")
     results = []
     for device in devices:
         for case in cases:

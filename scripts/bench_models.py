@@ -314,20 +314,27 @@ def pair_vgg11_bn(quick: bool = False) -> Pair:
     return Pair("vgg11_bn", ours, twin, inputs, target, dropout=ours.cfg.drop_rate > 0)
 
 
-def _pair_rnn(cell: str, quick: bool) -> Pair:
+def _pair_rnn(cell: str, quick: bool, backend: str = "bptt") -> Pair:
     torch.manual_seed(0)
     T, I, H = (6, 8, 16) if quick else (28, 28, 128)  # full: MNIST rows
-    ours = create_model("rnn_classifier", cell=cell, input_size=I, hidden_size=H, num_classes=10)
+    ours = create_model("rnn_classifier", cell=cell, input_size=I, hidden_size=H, num_classes=10,
+                        rnn_backend=backend)  # fmt: skip
     twin = RNNClassifierTwin(cell, I, H)
     twin.load_state_dict(ours.state_dict(), strict=True)
     g = torch.Generator().manual_seed(1)
     B = 4 if quick else 64
-    return Pair(f"rnn_{cell}", ours, twin, (torch.randn(B, T, I, generator=g),),
-                torch.randint(0, 10, (B,), generator=g))  # fmt: skip
+    name = f"rnn_{cell}" if backend == "bptt" else f"rnn_{cell}_{backend}"
+    return Pair(name, ours, twin, (torch.randn(B, T, I, generator=g),),
+                torch.randint(0, 10, (B,), generator=g),
+                note="" if backend == "bptt" else f"model.rnn_backend={backend} (opt-in)")  # fmt: skip
 
 
 def pair_rnn_lstm(quick: bool = False) -> Pair:
     return _pair_rnn("lstm", quick)
+
+
+def pair_rnn_lstm_native(quick: bool = False) -> Pair:
+    return _pair_rnn("lstm", quick, backend="native")
 
 
 def pair_rnn_gru(quick: bool = False) -> Pair:
@@ -387,6 +394,7 @@ PAIRS: dict[str, Callable[[bool], Pair]] = {
     "resnet18": pair_resnet18,
     "vgg11_bn": pair_vgg11_bn,
     "rnn_lstm": pair_rnn_lstm,
+    "rnn_lstm_native": pair_rnn_lstm_native,
     "rnn_gru": pair_rnn_gru,
     "seq2seq_bahdanau": pair_seq2seq_bahdanau,
     "transformer_seq2seq": pair_transformer_seq2seq,

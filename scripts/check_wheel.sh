@@ -22,7 +22,7 @@ wheel=$(ls "$work"/dist/dlkit-*.whl)
 import sys, zipfile
 names = set(zipfile.ZipFile(sys.argv[1]).namelist())
 need = ["dlkit/conf/train.yaml", "hydra_plugins/dlkit_optuna_sweeper/dlkit_optuna_sweeper.py", "dlkit/conf/eval.yaml", "dlkit/conf/experiment/lenet_digits.yaml",
-        "dlkit/models/imagenet_classes.txt",
+        "dlkit/models/imagenet_classes.txt", "dlkit/layers/native/lstm_scan.cpp",
         "dlkit/conf/__init__.py", "dlkit/train.py", "dlkit/layers/__init__.py"]
 missing = [n for n in need if n not in names]
 stray = sorted(n for n in names if n.startswith(("tests/", "conf/", "scripts/", "tutorials/")))

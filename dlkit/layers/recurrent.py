@@ -18,7 +18,7 @@ as in Keras. For every layer and direction:
    stays inside it;
 2. the reverse direction reverses each sequence in time (within its own length when
    ``lengths`` is given) and then runs exactly like the forward direction;
-3. the loop itself runs in one of two back-ends (the ``backend`` argument):
+3. the loop itself runs in one of three back-ends (the ``backend`` argument):
 
 ``"bptt"`` (default)
     :class:`~dlkit.layers.recurrent_kernels.RecurrentScan`, one
@@ -29,7 +29,16 @@ as in Keras. For every layer and direction:
     the readable reference: the cell equations (:func:`rnn_tanh_step`,
     :func:`lstm_step`, :func:`gru_step`, the same functions the ``*Cell`` modules call)
     stepped in Python under autograd. It supports double backward and forward-mode AD;
-    the tests check that both back-ends agree with torch.nn (and so with each other).
+    the tests check that every back-end agrees with torch.nn (and so with each other).
+``"native"`` (LSTM only, CPU, float32/float64; opt-in)
+    ``"bptt"``'s Function and equations with the whole time loop in C++
+    (:class:`~dlkit.layers.recurrent_kernels.NativeLSTMKernel`,
+    ``dlkit/layers/native/lstm_scan.cpp``): per step one ``addmm_`` and one vectorised
+    pass for the gate arithmetic, instead of a Python step of a dozen tensor operations.
+    It is compiled the first time it is used (about 40 s, once per machine: it needs a
+    C++ compiler and ``ninja``; see :mod:`dlkit.layers.native`), so the default never
+    pays for it. Where torch runs oneDNN's fused LSTM, it takes the layer from about
+    1.7x torch.nn.LSTM's time to about 1.3x (``scripts/bench_layers.py``).
 
 ``scripts/bench_layers.py`` compares both with ``torch.nn``.
 
@@ -56,6 +65,7 @@ from torch import Tensor, nn
 from dlkit.layers.recurrent_kernels import (
     GRUKernel,
     LSTMKernel,
+    NativeLSTMKernel,
     RecurrentKernel,
     RecurrentScan,
     RNNKernel,
@@ -430,9 +440,11 @@ class RNNBase(nn.Module):
         proj_size: LSTM projections; only 0 is supported. Defaults to 0.
         device: Device of the parameters. Defaults to None.
         dtype: Dtype of the parameters. Defaults to None.
-        backend: ``"bptt"`` (fast custom autograd Function with a hand-written backward)
-            or ``"autograd"`` (the cell equations stepped under autograd; supports double
-            backward). Keyword-only. Defaults to ``"bptt"``.
+        backend: ``"bptt"`` (fast custom autograd Function with a hand-written backward),
+            ``"autograd"`` (the cell equations stepped under autograd; supports double
+            backward) or, for LSTM on the CPU, ``"native"`` (the ``"bptt"`` equations
+            with the time loop in C++, compiled on first use). Keyword-only. Defaults
+            to ``"bptt"``.
     """
 
     _steps: dict[str, StepFn] = {
@@ -485,8 +497,11 @@ class RNNBase(nn.Module):
             )
         if proj_size != 0:
             raise NotImplementedError(f"{name}: proj_size != 0 is not supported yet")
-        if backend not in ("bptt", "autograd"):
-            raise ValueError(f"{name} expected backend 'bptt' or 'autograd', got {backend!r}")
+        if backend not in ("bptt", "autograd", "native"):
+            raise ValueError(f"{name} expected backend 'bptt', 'autograd' or 'native', got {backend!r}")
+        if backend == "native" and mode != "LSTM":
+            raise ValueError(f"{name}: backend 'native' exists for LSTM only; {name} trains at torch.nn's "
+                             "speed with backend 'bptt' (the default)")
         self.mode = mode
         self.input_size = input_size
         self.hidden_size = hidden_size
@@ -677,12 +692,14 @@ class RNNBase(nn.Module):
         b_ih, b_hh = biases if biases else (None, None)
         if direction == 1:
             x = x.flip(0) if padding is None else padding.reverse_time(x)
-        if self.backend == "bptt":
+        if self.backend in ("bptt", "native"):
             sizes = None if padding is None else padding.sizes
             last = None if padding is None else padding.last
-            y, *state = RecurrentScan.apply(
-                self._kernels[self.mode], x, w_ih, b_ih, w_hh, b_hh, h0, c0, sizes, last
-            )
+            kernel = self._kernels[self.mode]
+            if self.backend == "native":
+                _check_native_input(x)
+                kernel = NativeLSTMKernel
+            y, *state = RecurrentScan.apply(kernel, x, w_ih, b_ih, w_hh, b_hh, h0, c0, sizes, last)
             state = tuple(state)
         else:
             T, B, C = x.shape
@@ -694,6 +711,14 @@ class RNNBase(nn.Module):
         if direction == 1:
             y = y.flip(0) if padding is None else padding.reverse_time(y)
         return y, state
+
+
+def _check_native_input(x: Tensor) -> None:
+    if x.device.type != "cpu" or x.dtype not in (torch.float32, torch.float64):
+        raise ValueError(
+            f"LSTM(backend='native') runs on CPU float32/float64 tensors, got a {x.dtype} tensor on "
+            f"{x.device}: use backend='bptt' (the default) there."
+        )
 
 
 class RNN(RNNBase):
@@ -768,7 +793,8 @@ class LSTM(RNNBase):
         proj_size: Must be 0 (projections are not implemented). Defaults to 0.
         device: Device of the parameters. Defaults to None.
         dtype: Dtype of the parameters. Defaults to None.
-        backend: ``"bptt"`` or ``"autograd"`` (see :class:`RNNBase`). Defaults to "bptt".
+        backend: ``"bptt"``, ``"autograd"`` or ``"native"`` (C++ time loop, CPU; see
+            :class:`RNNBase`). Defaults to "bptt".
 
     Call arguments:
         input: ``(T, B, I)``, ``(B, T, I)`` if ``batch_first``, or unbatched ``(T, I)``.

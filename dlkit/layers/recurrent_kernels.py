@@ -35,9 +35,12 @@ import torch
 from torch import Tensor
 from torch.autograd.function import once_differentiable
 
+from dlkit.layers.native import lstm_ops
+
 __all__ = [
     "GRUKernel",
     "LSTMKernel",
+    "NativeLSTMKernel",
     "RNNKernel",
     "RNNReluKernel",
     "RecurrentKernel",
@@ -292,12 +295,20 @@ class RecurrentKernel:
         self.h0 = h0
         # Outputs h_t; padded steps are never written, so they start (and stay) zero.
         self.y = self.buffer(T, B, H)
-        self.h_next = self.steps(self.y)
-        # h_{t-1} for step t: h_0 at t = 0, then the previous output.
+
+    # Per-step views, made on first use: a kernel whose loop is not stepped from Python
+    # (NativeLSTMKernel) never pays for them.
+    @functools.cached_property
+    def h_next(self) -> Sequence[Tensor]:
+        """``y[t, :n_t]``: where step ``t`` writes ``h_t``."""
+        return self.steps(self.y)
+
+    @functools.cached_property
+    def h_prev(self) -> Sequence[Tensor]:
+        """``h_{t-1}`` for step ``t``: ``h_0`` at ``t = 0``, then the previous output."""
         if self.padded:
-            self.h_prev = [h0] + [self.y[t - 1, :n] for t, n in enumerate(self.sizes) if t > 0]
-        else:
-            self.h_prev = [h0, *self.h_next[:-1]]
+            return [self.h0] + [self.y[t - 1, :n] for t, n in enumerate(self.sizes) if t > 0]
+        return [self.h0, *self.h_next[:-1]]
 
     def buffer(self, *shape: int) -> Tensor:
         """A new buffer: zeros for padded batches, uninitialised otherwise."""
@@ -310,6 +321,40 @@ class RecurrentKernel:
         if not self.padded:
             return buf.unbind(0)
         return [buf[t, :n] for t, n in enumerate(self.sizes)]
+
+    def run_forward(self) -> None:
+        """The whole forward loop, once the input projections are in ``gx``."""
+        self.prepare_forward()
+        for t in range(self.T):
+            self.forward_step(t)
+
+    def run_backward(self, dh_all: Tensor, w_hh: Tensor, dc_n: Tensor | None) -> Tensor:
+        """The reverse loop: fills ``d_gx``/``d_gh``; returns ``dL/dh_0``.
+
+        Args:
+            dh_all: ``dL/dh_t`` from the outputs (and ``h_n``), ``(T, B, H)``; the loop
+                adds the recurrent paths into it in place.
+            w_hh: Recurrent weight ``(G, H)``.
+            dc_n: ``dL/dc_n`` for LSTM, or None.
+        """
+        sizes, B, T = self.sizes, self.B, self.T
+        self.prepare_backward(dc_n)
+        d_gh = self.d_gh
+        # Rows of h_{t-1} at step t: every row of h_0, then the rows running at t-1. Rows
+        # that start (in reverse time) at t-1 have d gh_t = 0, so the product covers them.
+        prev_rows = [B, *sizes[:-1]]
+        dh_prev = [dh_all[t - 1, :n] for t, n in enumerate(prev_rows) if t > 0]
+        d_gh_prev = [d_gh[t, :n] for t, n in enumerate(prev_rows)]
+        dh = dh_all[T - 1, : sizes[T - 1]]
+        for t in range(T - 1, -1, -1):
+            direct = self.backward_step(t, dh)
+            if t > 0:
+                dh = dh_prev[t - 1].addmm_(d_gh_prev[t], w_hh)
+            else:
+                dh = torch.mm(d_gh_prev[0], w_hh)  # dL/dh_0
+            if direct is not None:
+                dh[: sizes[t]].add_(direct)
+        return dh
 
     def prepare_forward(self) -> None:
         """Called once after the input projections are written into ``gx``, before step 0."""
@@ -527,6 +572,55 @@ class LSTMKernel(RecurrentKernel):
         return None
 
 
+class NativeLSTMKernel(LSTMKernel):
+    """:class:`LSTMKernel`'s equations with the whole time loop in C++ (``backend="native"``).
+
+    The buffers are :class:`LSTMKernel`'s, except that the forward stores the activated
+    gates and ``tanh(c_t)`` directly; each step is ATen's ``addmm_`` for the recurrent
+    product and one vectorised pass for the gate arithmetic
+    (``dlkit/layers/native/lstm_scan.cpp``, built on first use by
+    :func:`dlkit.layers.native.lstm_ops`). CPU only, float32 and float64.
+
+    Args:
+        T, w_hh, b_hh, h0, c0, sizes: As for :class:`LSTMKernel`.
+
+    Example:
+        >>> k = NativeLSTMKernel(5, torch.randn(8, 2), None, torch.zeros(3, 2), torch.ones(3, 2), None)
+        >>> k.gates.shape, k.c[0, 0].tolist()
+        (torch.Size([5, 3, 8]), [1.0, 1.0])
+    """
+
+    def __init__(
+        self,
+        T: int,
+        w_hh: Tensor,
+        b_hh: Tensor | None,
+        h0: Tensor,
+        c0: Tensor | None,
+        sizes: Sequence[int] | None,
+    ) -> None:
+        # LSTMKernel's buffers without its per-step views: no step runs from Python.
+        RecurrentKernel.__init__(self, T, w_hh, b_hh, h0.contiguous(), c0, sizes)
+        B, H = self.B, self.H
+        self.gx = self.gates = self.buffer(T, B, 4 * H)
+        self.c = self.buffer(T + 1, B, H)
+        self.c[0] = c0
+        self.tanh_c = self.buffer(T, B, H)
+
+    def run_forward(self) -> None:
+        lstm_ops().lstm_forward(self.gates, self.c, self.tanh_c, self.y, self.h0, self.w_hh_t, list(self.sizes))
+
+    def run_backward(self, dh_all: Tensor, w_hh: Tensor, dc_n: Tensor | None) -> Tensor:
+        # Rows a padded step does not run must hold no gradient: zeros first.
+        self.d_gx = self.d_gh = d = torch.zeros_like(self.gates) if self.padded else torch.empty_like(self.gates)
+        self.dc0 = dc = dc_n.clone(memory_format=torch.contiguous_format) if dc_n is not None else (
+            self.y.new_zeros(self.B, self.H))
+        dh0 = self.y.new_zeros(self.B, self.H)
+        lstm_ops().lstm_backward(self.gates, self.c, self.tanh_c, dh_all, dc, d, w_hh.contiguous(), dh0,
+                                 list(self.sizes))
+        return dh0
+
+
 class GRUKernel(RecurrentKernel):
     """GRU with gates ``r, z, n``; ``b_hh`` stays in the recurrent term (r scales it).
 
@@ -682,9 +776,7 @@ class RecurrentScan(torch.autograd.Function):
         else:
             torch.addmm(bias, x2d, w_ih.t(), out=gx2d)
 
-        kernel.prepare_forward()
-        for t in range(T):
-            kernel.forward_step(t)
+        kernel.run_forward()
 
         y = kernel.y
         if sizes is not None and kernel.gx is y:
@@ -710,7 +802,7 @@ class RecurrentScan(torch.autograd.Function):
         # Backpropagation through time, with gx_t = x_t @ W_ih^T + b_ih and
         # gh_t = h_{t-1} @ W_hh^T (+ b_hh). From the last step down to the first:
         #   dh_t           = dy_t (+ dh_n at a sequence's last step) + dh carried from t+1
-        #   d gx_t, d gh_t = the cell's local derivatives times dh_t (kernel.backward_step)
+        #   d gx_t, d gh_t = the cell's local derivatives times dh_t (kernel.run_backward)
         #   dh carried to t-1 = d gh_t @ W_hh (+ GRU's direct path dh_t ⊙ z_t)
         # then, over all steps at once, one matmul (or sum) each:
         #   dx = d gx @ W_ih    dW_ih = Σ_t d gx_t^T @ x_t    db_ih = Σ_t Σ_b d gx_t
@@ -718,7 +810,7 @@ class RecurrentScan(torch.autograd.Function):
         kernel: RecurrentKernel = ctx.kernel
         x2d, w_ih, w_hh, h0, y = ctx.saved_tensors
         T, B, H = kernel.T, kernel.B, kernel.H
-        sizes, last = kernel.sizes, ctx.last
+        last = ctx.last
 
         # A private, contiguous copy of dy that the loop accumulates dh into, in place.
         dh_all = dy.clone(memory_format=torch.contiguous_format)
@@ -727,23 +819,8 @@ class RecurrentScan(torch.autograd.Function):
         else:
             dh_all.index_put_((last, torch.arange(B, device=last.device)), dh_n,
                               accumulate=True)  # fmt: skip
-        kernel.prepare_backward(dc_n[0] if dc_n else None)
+        dh = kernel.run_backward(dh_all, w_hh, dc_n[0] if dc_n else None)
         d_gh = kernel.d_gh
-
-        # Rows of h_{t-1} at step t: every row of h_0, then the rows running at t-1. Rows
-        # that start (in reverse time) at t-1 have d gh_t = 0, so the product covers them.
-        prev_rows = [B, *sizes[:-1]]
-        dh_prev = [dh_all[t - 1, :n] for t, n in enumerate(prev_rows) if t > 0]
-        d_gh_prev = [d_gh[t, :n] for t, n in enumerate(prev_rows)]
-        dh = dh_all[T - 1, : sizes[T - 1]]
-        for t in range(T - 1, -1, -1):
-            direct = kernel.backward_step(t, dh)
-            if t > 0:
-                dh = dh_prev[t - 1].addmm_(d_gh_prev[t], w_hh)
-            else:
-                dh = torch.mm(d_gh_prev[0], w_hh)  # dL/dh_0
-            if direct is not None:
-                dh[: sizes[t]].add_(direct)
 
         G = d_gh.shape[2]
         d_gx2d = kernel.d_gx.view(T * B, G)

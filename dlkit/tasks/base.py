@@ -432,9 +432,8 @@ class Task(SaveLoad, BestValueLogging, EpochMeanLogging):
         return self.postprocess(self(x))
 
     def configure_optimizers(self) -> Any:
-        # Every parameter, frozen ones included (they get no gradient, so no update), in one
-        # group per layer group under a rate spread, else in one group: unfreezing never
-        # changes the groups a scheduler holds.
+        # Every parameter, frozen ones included (no gradient, no update), one group per layer
+        # group under a rate spread, else one group: unfreezing never changes the groups.
         in_net = {id(p) for p in self.net.parameters()}
         factory, params = optimizer_groups(
             self.optimizer_factory, self.net, [p for p in self.parameters() if id(p) not in in_net], self.lr_spread

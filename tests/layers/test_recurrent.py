@@ -29,6 +29,9 @@ LAYERS = [
     ("lstm", layers.LSTM, nn.LSTM, {}),
     ("gru", layers.GRU, nn.GRU, {}),
 ]
+# Every layer with every back-end it has: "native" (the C++ loop) is LSTM's only.
+LAYER_BACKENDS = [(spec, b) for spec in LAYERS for b in ("bptt", "autograd")] + [(LAYERS[2], "native")]
+LAYER_BACKEND_IDS = [f"{spec[0]}-{b}" for spec, b in LAYER_BACKENDS]
 CELLS = [
     ("rnn_tanh", layers.RNNCell, nn.RNNCell, {}),
     ("rnn_relu", layers.RNNCell, nn.RNNCell, {"nonlinearity": "relu"}),
@@ -145,8 +148,7 @@ def _grid_id(p):
     )
 
 
-@pytest.mark.parametrize("backend", ["bptt", "autograd"])
-@pytest.mark.parametrize("spec", LAYERS, ids=[c[0] for c in LAYERS])
+@pytest.mark.parametrize(("spec", "backend"), LAYER_BACKENDS, ids=LAYER_BACKEND_IDS)
 @pytest.mark.parametrize("config", GRID, ids=[_grid_id(p) for p in GRID])
 def test_layer_matches_torch_float64(config, spec, backend):
     num_layers, bidirectional, batch_first, bias, with_state = config
@@ -161,8 +163,7 @@ def test_layer_matches_torch_float64(config, spec, backend):
         _assert_same(ref(x), ours(x), [x], [x], ref, ours, 1e-10)
 
 
-@pytest.mark.parametrize("backend", ["bptt", "autograd"])
-@pytest.mark.parametrize("spec", LAYERS, ids=[c[0] for c in LAYERS])
+@pytest.mark.parametrize(("spec", "backend"), LAYER_BACKENDS, ids=LAYER_BACKEND_IDS)
 @pytest.mark.parametrize("bidirectional", [False, True], ids=["uni", "bi"])
 def test_layer_matches_torch_float32(spec, backend, bidirectional):
     ref, ours = _pair(spec, torch.float32, backend, num_layers=2, bidirectional=bidirectional)
@@ -171,8 +172,7 @@ def test_layer_matches_torch_float32(spec, backend, bidirectional):
     _assert_same(ref(x, hx), ours(x, hx), [x, *states], [x, *states], ref, ours, 1e-5)
 
 
-@pytest.mark.parametrize("backend", ["bptt", "autograd"])
-@pytest.mark.parametrize("spec", LAYERS, ids=[c[0] for c in LAYERS])
+@pytest.mark.parametrize(("spec", "backend"), LAYER_BACKENDS, ids=LAYER_BACKEND_IDS)
 @pytest.mark.parametrize("with_state", [False, True], ids=["zeros", "h0"])
 def test_layer_unbatched_input_matches_torch(spec, backend, with_state):
     ref, ours = _pair(spec, torch.float64, backend, num_layers=2, bidirectional=True)
@@ -294,8 +294,7 @@ def test_bptt_backend_refuses_double_backward_and_autograd_backend_supports_it()
 # ---- padded batches ----------------------------------------------------------------
 
 
-@pytest.mark.parametrize("backend", ["bptt", "autograd"])
-@pytest.mark.parametrize("spec", LAYERS, ids=[c[0] for c in LAYERS])
+@pytest.mark.parametrize(("spec", "backend"), LAYER_BACKENDS, ids=LAYER_BACKEND_IDS)
 @pytest.mark.parametrize("bidirectional", [False, True], ids=["uni", "bi"])
 def test_lengths_equal_running_each_sequence_alone(spec, backend, bidirectional):
     _, ours = _pair(spec, torch.float64, backend, num_layers=2, bidirectional=bidirectional,
@@ -313,8 +312,7 @@ def test_lengths_equal_running_each_sequence_alone(spec, backend, bidirectional)
             torch.testing.assert_close(s[:, b], s_b[:, 0], atol=1e-12, rtol=0)
 
 
-@pytest.mark.parametrize("backend", ["bptt", "autograd"])
-@pytest.mark.parametrize("spec", LAYERS, ids=[c[0] for c in LAYERS])
+@pytest.mark.parametrize(("spec", "backend"), LAYER_BACKENDS, ids=LAYER_BACKEND_IDS)
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64], ids=["f32", "f64"])
 def test_lengths_match_torch_packed_sequences(spec, backend, dtype):
     ref, ours = _pair(spec, dtype, backend, num_layers=2, bidirectional=True)
