@@ -119,7 +119,10 @@ def train(cfg: DictConfig) -> tuple[dict[str, float], dict[str, Any]]:
     # TensorBoard's HPARAMS row of this run, written when it starts (by target: --help imports no Lightning).
     callbacks.append(instantiate_node({"_target_": "dlkit.callbacks.HParamsSession", "hparams": run_hparams(cfg),
                                        "_convert_": "all"}, "callbacks.hparams"))
-    trainer: L.Trainer = instantiate_node(cfg.trainer, "trainer", callbacks=callbacks, logger=loggers or False)
+    # No profiler asked for: Lightning's no-op one, minus a generator per hook call (by target, as above).
+    quiet = {} if cfg.trainer.get("profiler") else {
+        "profiler": instantiate_node({"_target_": "dlkit.profilers.NullProfiler"}, "trainer.profiler")}
+    trainer: L.Trainer = instantiate_node(cfg.trainer, "trainer", callbacks=callbacks, logger=loggers or False, **quiet)
 
     pin_memory_for(datamodule, trainer)
     if cfg.get("find_lr"):

@@ -34,6 +34,7 @@ LEVELS = {
     "dlkit.data": 2,
     "dlkit.callbacks": 3,
     "dlkit.loggers": 3,
+    "dlkit.profilers": 3,
     "dlkit.tasks": 4,
     "dlkit.train": 5,
     "dlkit.sweep": 5,

@@ -9,11 +9,16 @@ from typing import Any
 
 import lightning as L
 
+from dlkit.profilers import NullProfiler
+
 __all__ = ["keras_trainer", "lightning_info"]
 
 
 def keras_trainer(verbose: bool, **kwargs: Any) -> L.Trainer:
     """A ``lightning.Trainer`` as ``Task.fit`` uses it: no logger, checkpoints, summary or sanity check.
+
+    Its profiler is :class:`~dlkit.profilers.NullProfiler` (Lightning's no-op one, minus a
+    generator per hook call) unless ``kwargs`` name another.
 
     Keras' ``fit`` writes nothing to disk and validates no batch before training; the
     Python face does the same unless ``kwargs`` ask for more.
@@ -32,6 +37,7 @@ def keras_trainer(verbose: bool, **kwargs: Any) -> L.Trainer:
         "enable_model_summary": False,
         "enable_progress_bar": verbose,
         "num_sanity_val_steps": 0,
+        "profiler": NullProfiler(),
     }
     return L.Trainer(**{**defaults, **kwargs})
 
