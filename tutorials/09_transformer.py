@@ -36,8 +36,7 @@ import matplotlib.pyplot as plt
 import torch
 from hydra.core.global_hydra import GlobalHydra
 
-from dlkit.callbacks import History
-from dlkit.callbacks.attention_logger import token_label
+from dlkit.callbacks import History, token_label
 from dlkit.config import compose_config
 from dlkit.layers import DotProductAttention, MultiheadAttention, SinusoidalPositionalEncoding
 from dlkit.models import greedy_decode

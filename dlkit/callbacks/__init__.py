@@ -4,7 +4,7 @@ from dlkit.callbacks.early_stopping import EarlyStopping
 from dlkit.callbacks.history import History
 from dlkit.callbacks.last_checkpoint import LastCheckpoint
 from dlkit.callbacks.resume_state import ResumeState
-from dlkit.callbacks.attention_logger import AttentionHeatmapLogger
+from dlkit.callbacks.attention_logger import AttentionHeatmapLogger, attention_figure, token_label
 from dlkit.callbacks.teacher_forcing import TeacherForcingSchedule
 from dlkit.callbacks.terminate_on_nan import NonFiniteLossError, TerminateOnNaN
 from dlkit.callbacks.dropout_schedule import DropoutSchedule
@@ -21,7 +21,7 @@ from dlkit.callbacks.model_summary import ModelSummary
 from dlkit.callbacks.weight_constraint import WeightConstraint
 
 __all__ = ["EarlyStopping", "History"]
-__all__ += ["AttentionHeatmapLogger", "TeacherForcingSchedule"]
+__all__ += ["AttentionHeatmapLogger", "TeacherForcingSchedule", "attention_figure", "token_label"]
 __all__ += ["LastCheckpoint", "ResumeState"]
 __all__ += ["ConfusionMatrix", "GradientHealth", "Misclassified"]
 __all__ += ["DropoutSchedule", "LayerFreezing", "LearningRateLogger"]

@@ -20,7 +20,15 @@ log = logging.getLogger(__name__)
 
 
 def token_label(token: str) -> str:
-    """A token as a tick label: a space shows as ``␣``, an empty token as ``∅``."""
+    """A token as a tick label: a space shows as ``␣``, an empty token as ``∅``.
+
+    Args:
+        token: One source or output token.
+
+    Example:
+        >>> token_label(" "), token_label(""), token_label("7")
+        ('␣', '∅', '7')
+    """
     return token.replace(" ", "␣") if token else "∅"
 
 

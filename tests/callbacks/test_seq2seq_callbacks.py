@@ -143,3 +143,10 @@ def test_schedule_rejects_bad_values_and_tasks_without_a_ratio(dates) -> None:
     with pytest.raises(TypeError, match="teacher_forcing"):
         clf.fit(torch.zeros(8, 4), torch.zeros(8, dtype=torch.long), epochs=1,
                 callbacks=[TeacherForcingSchedule()], **QUIET)
+
+
+def test_token_label_example_and_public_name(docstring_examples) -> None:
+    import dlkit.callbacks
+
+    assert dlkit.callbacks.token_label is token_label and dlkit.callbacks.attention_figure is attention_figure
+    docstring_examples(token_label)
