@@ -279,6 +279,20 @@ def test_layer_gradcheck_with_lengths(cls):
     assert torch.autograd.gradcheck(fn, (x, *params), fast_mode=True)
 
 
+@pytest.mark.parametrize(("spec", "backend"), LAYER_BACKENDS, ids=LAYER_BACKEND_IDS)
+def test_single_step_matches_torch_without_the_scan(spec, backend, monkeypatch):
+    # One step (a decoder called token by token) runs the cell under autograd in every
+    # back-end: the same numbers as torch.nn, and RecurrentScan is never entered.
+    def refuse(*args):
+        raise AssertionError("RecurrentScan ran for a single step")
+
+    monkeypatch.setattr(RecurrentScan, "apply", refuse)
+    ref, ours = _pair(spec, torch.float64, backend, num_layers=2, bidirectional=True, batch_first=True)
+    x = torch.randn(B, 1, I, dtype=torch.float64, requires_grad=True)
+    hx, states = _state(ours, torch.float64)
+    _assert_same(ref(x, hx), ours(x, hx), [x, *states], [x, *states], ref, ours, 1e-10)
+
+
 def test_bptt_backend_refuses_double_backward_and_autograd_backend_supports_it():
     x = _inputs(torch.float64)
     for backend, ok in (("bptt", False), ("autograd", True)):
