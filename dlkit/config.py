@@ -36,6 +36,7 @@ __all__ = [
     "instantiate_node",
     "instantiate_option",
     "instantiate_stored",
+    "instantiate_trainer",
     "load_option",
     "option_name",
     "run_name",
@@ -278,6 +279,29 @@ def instantiate_node(node: Any, key: str, **kwargs: Any) -> Any:
         raise ConfigError(f"Could not build `{key}` ({node.get('_target_', '?')}): {cause}") from err
     except (ValueError, KeyError, TypeError) as err:
         raise ConfigError(f"Could not build `{key}`: {err}") from err
+
+
+def instantiate_trainer(node: Any, **kwargs: Any) -> Any:
+    """The run's ``lightning.Trainer`` from its ``trainer`` node, with dlkit's default profiler.
+
+    Unless the node names a profiler (``trainer.profiler=simple``, ``debug=profiler``),
+    the trainer gets :class:`~dlkit.profilers.NullProfiler`: Lightning's no-op profiler
+    without a generator per hook call. It is built by target, so importing this module
+    imports no Lightning.
+
+    Args:
+        node: The ``trainer`` config node.
+        **kwargs: Passed to the Trainer (``callbacks=``, ``logger=``...).
+
+    Raises:
+        ConfigError: The trainer could not be built; the message names the key.
+
+    Example:
+        >>> trainer = instantiate_trainer(cfg.trainer, callbacks=[], logger=False)
+    """
+    if not node.get("profiler"):
+        kwargs.setdefault("profiler", instantiate_node({"_target_": "dlkit.profilers.NullProfiler"}, "trainer.profiler"))
+    return instantiate_node(node, "trainer", **kwargs)
 
 
 def instantiate_dict(node: DictConfig | None, key: str) -> list[Any]:

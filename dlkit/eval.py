@@ -19,7 +19,7 @@ import hydra
 from omegaconf import DictConfig
 
 from dlkit.checkpoint import load_run, resolve_ckpt_path
-from dlkit.config import ConfigError, instantiate_dict, instantiate_node, instantiate_stored
+from dlkit.config import ConfigError, instantiate_dict, instantiate_node, instantiate_stored, instantiate_trainer
 from dlkit.overrides import hint_on_unknown_keys
 from dlkit.run_output import (
     check_finite_metrics,
@@ -67,7 +67,7 @@ def evaluate(cfg: DictConfig) -> dict[str, float]:
                   else instantiate_stored(run.data, "data", f"the config stored in {ckpt_path}"))
 
     loggers = instantiate_dict(cfg.get("logger"), "logger")
-    trainer: L.Trainer = instantiate_node(cfg.trainer, "trainer", logger=loggers or False, callbacks=[])
+    trainer: L.Trainer = instantiate_trainer(cfg.trainer, logger=loggers or False, callbacks=[])
     run_split = trainer.test if cfg.split == "test" else trainer.validate
     results: dict[str, Any] = run_split(task, datamodule=datamodule)[0]
     metrics = {k: float(v) for k, v in results.items()}

@@ -32,5 +32,5 @@ class NullProfiler(PassThroughProfiler):
         ...     pass
     """
 
-    def profile(self, action_name: str) -> Any:  # noqa: ARG002 - Lightning's signature
+    def profile(self, action_name: str) -> Any:
         return _NOTHING

@@ -34,7 +34,7 @@ from omegaconf import DictConfig, OmegaConf, open_dict
 
 from dlkit.checkpoint import atomic_torch_save, load_checkpoint_file
 from dlkit.config import compose_config
-from dlkit.config import ConfigError, fill_model_from_data, instantiate_dict, instantiate_node
+from dlkit.config import ConfigError, fill_model_from_data, instantiate_dict, instantiate_node, instantiate_trainer
 from dlkit.distributed import ddp_multirun_job
 from dlkit.resume import RunFolderLock, check_resume, resume_checkpoint, run_folder_of
 from dlkit.overrides import hint_on_unknown_keys
@@ -119,10 +119,7 @@ def train(cfg: DictConfig) -> tuple[dict[str, float], dict[str, Any]]:
     # TensorBoard's HPARAMS row of this run, written when it starts (by target: --help imports no Lightning).
     callbacks.append(instantiate_node({"_target_": "dlkit.callbacks.HParamsSession", "hparams": run_hparams(cfg),
                                        "_convert_": "all"}, "callbacks.hparams"))
-    # No profiler asked for: Lightning's no-op one, minus a generator per hook call (by target, as above).
-    quiet = {} if cfg.trainer.get("profiler") else {
-        "profiler": instantiate_node({"_target_": "dlkit.profilers.NullProfiler"}, "trainer.profiler")}
-    trainer: L.Trainer = instantiate_node(cfg.trainer, "trainer", callbacks=callbacks, logger=loggers or False, **quiet)
+    trainer: L.Trainer = instantiate_trainer(cfg.trainer, callbacks=callbacks, logger=loggers or False)
 
     pin_memory_for(datamodule, trainer)
     if cfg.get("find_lr"):

@@ -1,4 +1,4 @@
-"""NullProfiler: every run's default profiler, replaced by any profiler asked for."""
+"""NullProfiler: the default profiler of fit, dlkit-train and dlkit-eval, replaced by any profiler asked for."""
 
 from __future__ import annotations
 
@@ -6,9 +6,11 @@ import lightning as L
 import pytest
 import torch
 from lightning.pytorch.profilers import PassThroughProfiler, SimpleProfiler
+from omegaconf import open_dict
 from torch import nn
 
 from dlkit import Classifier
+from dlkit.config import instantiate_trainer
 from dlkit.profilers import NullProfiler
 from dlkit.train import train
 
@@ -44,3 +46,12 @@ def test_dlkit_train_uses_it_unless_the_config_names_one(compose_train, override
                         "+trainer.limit_test_batches=1", *overrides)  # fmt: skip
     _, objects = train(cfg)
     assert type(objects["trainer"].profiler) is expected
+
+
+@pytest.mark.parametrize("profiler, expected", [(None, NullProfiler), ("simple", SimpleProfiler)], ids=["default", "simple"])
+def test_instantiate_trainer_is_what_train_and_eval_build(compose_train, profiler, expected) -> None:
+    cfg = compose_train()
+    with open_dict(cfg):
+        cfg.trainer.profiler = profiler
+    trainer = instantiate_trainer(cfg.trainer, callbacks=[], logger=False)
+    assert type(trainer.profiler) is expected

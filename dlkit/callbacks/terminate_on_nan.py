@@ -61,8 +61,8 @@ class TerminateOnNaN(L.Callback):
     """
 
     def __init__(self, monitor: Sequence[str] = ("val/loss",), check_every_n_steps: int | None = None) -> None:
-        if check_every_n_steps is not None and (isinstance(check_every_n_steps, bool)
-                                                or not isinstance(check_every_n_steps, int) or check_every_n_steps < 1):
+        # type() rather than isinstance: True is an int too.
+        if check_every_n_steps is not None and (type(check_every_n_steps) is not int or check_every_n_steps < 1):
             raise ValueError(f"TerminateOnNaN.check_every_n_steps must be a positive integer or None, got "
                              f"{check_every_n_steps!r}.")  # fmt: skip
         self.monitor = tuple(monitor)

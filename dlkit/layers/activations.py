@@ -134,8 +134,9 @@ def relu6(x: Tensor, inplace: bool = False) -> Tensor:
 class _ReLU6Function(torch.autograd.Function):
     """``min(max(x, 0), 6)`` as one clamp, with the backward in float arithmetic.
 
-    Float, because boolean-mask kernels are several times slower on CPU. The gradient passes where ``0 < y < 6`` and for NaN, like ``torch.nn.ReLU6``
-    (hardtanh's backward): ``y * (6 - y)`` is positive exactly there and 0 at both kinks.
+    Float, because boolean-mask kernels are several times slower on CPU. The gradient
+    passes where ``0 < y < 6`` and for NaN, like ``torch.nn.ReLU6`` (hardtanh's backward):
+    ``y * (6 - y)`` is positive exactly there and 0 at both kinks.
     """
 
     @staticmethod
