@@ -205,6 +205,29 @@ CASES += [
 ]
 
 
+# ---- Pooling: dlkit.layers.MaxPool2d -------------------------------------------------
+# The 2x2, stride-2 window on LeNet-5's two pooled activations (batch 64) and VGG's
+# first (batch 32, 64 channels at 32x32). The input needs a gradient: both layers sit
+# between two trained layers.
+
+
+def _activation(*shape: int) -> Callable[[torch.device], tuple[Tensor]]:
+    def make(device: torch.device) -> tuple[Tensor]:
+        return (torch.randn(*shape, device=device).relu_().requires_grad_(),)  # after a ReLU: ties
+
+    return make
+
+
+CASES += [
+    Case("maxpool2x2-lenet-1", lambda: layers.MaxPool2d(2), lambda: nn.MaxPool2d(2), _activation(64, 6, 28, 28),
+         target=1.0),
+    Case("maxpool2x2-lenet-2", lambda: layers.MaxPool2d(2), lambda: nn.MaxPool2d(2), _activation(64, 16, 10, 10),
+         target=1.2),  # 1024 planes of 10x10: fixed costs weigh here; 1.01-1.23 measured
+    Case("maxpool2x2-vgg-1", lambda: layers.MaxPool2d(2), lambda: nn.MaxPool2d(2), _activation(32, 64, 32, 32),
+         target=1.0),
+]  # fmt: skip
+
+
 # ---- (new layer families go here, one section each) ---------------------------------
 
 

@@ -14,6 +14,7 @@ from dlkit.layers.attention_scoring import *  # noqa: F403
 from dlkit.layers.dropout import *  # noqa: F403
 from dlkit.layers.normalization import *  # noqa: F403
 from dlkit.layers.perceptron import *  # noqa: F403
+from dlkit.layers.pooling import *  # noqa: F403
 from dlkit.layers.positional import *  # noqa: F403
 from dlkit.layers.recurrent import *  # noqa: F403
 from dlkit.layers.regularizers import *  # noqa: F403

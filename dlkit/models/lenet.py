@@ -8,7 +8,7 @@ from typing import Any, Callable, Literal
 import torch.nn as nn
 from torch import Tensor
 
-from dlkit.layers import Dropout, get_activation
+from dlkit.layers import Dropout, MaxPool2d, get_activation
 from dlkit.models.base import ClassifierNet
 from dlkit.models.registry import register_model
 
@@ -77,7 +77,7 @@ class LeNet5(ClassifierNet):
         self.cfg = cfg
         self.num_classes, self.in_chans = cfg.num_classes, cfg.in_chans
         act = cfg.act_layer or ("tanh" if cfg.variant == "classic" else "relu")
-        pool = nn.AvgPool2d if cfg.variant == "classic" else nn.MaxPool2d
+        pool = nn.AvgPool2d if cfg.variant == "classic" else MaxPool2d
         # Spatial size after conv(5) -> pool(2) -> conv(5) -> pool(2).
         side = ((cfg.img_size + 2 * cfg.padding - 4) // 2 - 4) // 2
         if side < 1:

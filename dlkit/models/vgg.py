@@ -17,7 +17,7 @@ from typing import Any, Callable, Union
 import torch.nn as nn
 from torch import Tensor
 
-from dlkit.layers import Dropout, get_activation, get_norm_layer
+from dlkit.layers import Dropout, MaxPool2d, get_activation, get_norm_layer
 from dlkit.layers.init import constant_, kaiming_normal_, normal_
 from dlkit.models.base import ClassifierNet
 from dlkit.models.pretrained import TORCHVISION_URL, PretrainedSpec
@@ -149,7 +149,7 @@ class VGG(ClassifierNet):
         channels = cfg.in_chans
         for v in layout:
             if v == "M":
-                layers.append(nn.MaxPool2d(kernel_size=2, stride=2))
+                layers.append(MaxPool2d(kernel_size=2, stride=2))
                 continue
             layers.append(nn.Conv2d(channels, int(v), kernel_size=3, padding=1))
             # Without a norm layer nothing takes an index slot, as in torchvision's vgg16.
