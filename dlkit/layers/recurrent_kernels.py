@@ -456,7 +456,8 @@ class LSTMKernel(RecurrentKernel):
     """LSTM with gates ``i, f, g, o``; ``b_hh`` is folded into ``gx``.
 
     Forward buffers: ``gates`` (T, B, 4H), which holds ``gx`` and becomes the activated
-    gates, ``c`` (T+1, B, H) cell states with ``c[0] = c_0``, ``tanh_c`` (T, B, H).
+    gates, ``c`` (T+1, B, H) cell states times ``cell_scale`` (2) with
+    ``c[0] = 2 c_0``, ``tanh_c`` (T, B, H).
 
     Args:
         T, w_hh, b_hh, h0, c0, sizes: As for :class:`RecurrentKernel`; ``w_hh`` is
@@ -464,12 +465,15 @@ class LSTMKernel(RecurrentKernel):
 
     Example:
         >>> k = LSTMKernel(5, torch.randn(8, 2), None, torch.zeros(3, 2), torch.ones(3, 2), None)
-        >>> k.c.shape, k.c[0, 0].tolist()
-        (torch.Size([6, 3, 2]), [1.0, 1.0])
+        >>> k.c.shape, k.c[0, 0].tolist(), k.cell_scale
+        (torch.Size([6, 3, 2]), [2.0, 2.0], 2.0)
     """
 
     num_gates = 4
     has_cell = True
+    # The steps keep 2c, not c, in ``c`` (see prepare_forward); a power of two scales
+    # every rounding exactly, so 2c here is bitwise twice torch's c.
+    cell_scale = 2.0
 
     def __init__(
         self,
@@ -485,6 +489,7 @@ class LSTMKernel(RecurrentKernel):
         self.gx = self.gates = gates = self.buffer(T, B, 4 * H)
         self.c = self.buffer(T + 1, B, H)
         self.c[0] = c0
+        self.c[0].mul_(self.cell_scale)
         self.tanh_c = self.buffer(T, B, H)
         i, f, g, o = gates.view(T, B, 4, H).unbind(2)  # (T, B, H) strided views
         self.g_all = self.steps(gates)
@@ -499,8 +504,9 @@ class LSTMKernel(RecurrentKernel):
         # sigmoid covers all four gates, leaving s_g = σ(2 pre_g) where g goes; doubled
         # here once for every step: the g columns of the private W_hh^T copy and the g
         # part of the input projections. The steps keep s_g and s_c = σ(2 c) and never
-        # form g or tanh(c) themselves (two kernels saved per step);
-        # prepare_backward turns both into g and tanh(c), for all steps at once.
+        # form g or tanh(c) themselves (two kernels saved per step), and the cell state
+        # is kept doubled, c' = 2c, so that s_c = σ(c') needs no multiply (a third);
+        # prepare_backward turns s_g, s_c and c' into g, tanh(c) and c for all steps at once.
         H = self.H
         self.two = constant(2.0, self.y.dtype, self.y.device)
         self.w_hh_t[:, 2 * H : 3 * H].mul_(self.two)
@@ -511,17 +517,16 @@ class LSTMKernel(RecurrentKernel):
         gates = self.g_all[t].addmm_(self.h_prev[t], self.w_hh_t)  # pre-activations, g doubled
         gates.sigmoid_()  # i, f, o and s_g
         i, o = self.g_i[t], self.g_o[t]
-        # c_t = f ⊙ c_{t-1} + i ⊙ g, with g = 2 s_g − 1
-        c = torch.mul(self.g_f[t], self.c_prev[t], out=self.c_next[t])
-        c.addcmul_(i, self.g_g[t], value=2.0).sub_(i)
-        s_c = torch.mul(c, self.two, out=self.tc[t]).sigmoid_()
+        # c'_t = 2 c_t = f ⊙ c'_{t-1} + 2 i ⊙ g, with g = 2 s_g − 1
+        c2 = torch.mul(self.g_f[t], self.c_prev[t], out=self.c_next[t])
+        c2.addcmul_(i, self.g_g[t], value=4.0).sub_(i, alpha=2.0)
+        s_c = torch.sigmoid(c2, out=self.tc[t])
         # h_t = o ⊙ tanh(c_t) = o ⊙ (2 s_c − 1): lerp from −o towards o by s_c
         torch.neg(o, out=self.h_next[t]).lerp_(o, s_c)
 
     def final_cell(self, last: Tensor | None) -> Tensor:
-        if last is None:
-            return self.c[self.T].clone()
-        return self.c[last + 1, torch.arange(self.B, device=last.device)]
+        c_n = self.c[self.T] if last is None else self.c[last + 1, torch.arange(self.B, device=last.device)]
+        return c_n / self.cell_scale if self.cell_scale != 1.0 else c_n.clone()
 
     def prepare_backward(self, dc_n: Tensor | None) -> None:
         # With dh = dL/dh_t (all paths) and dc = dL/dc_t (from c_{t+1} and c_n):
@@ -547,7 +552,9 @@ class LSTMKernel(RecurrentKernel):
         torch.addcmul(i, d_i, g, value=-1, out=d_g)  # i (1-g²)
         d_i.addcmul_(d_i, i, value=-1)  # g i (1-i)
         torch.mul(f, c_prev, out=d_f)
-        d_f.addcmul_(d_f, f, value=-1)  # c_{t-1} f (1-f)
+        d_f.addcmul_(d_f, f, value=-1)  # c_{t-1} f (1-f), times cell_scale
+        if self.cell_scale != 1.0:
+            d_f.div_(self.cell_scale)
         torch.addcmul(h, h, o, value=-1, out=d_o)  # tanh c · o (1-o)
         self.k_c = torch.addcmul(o, h, tc, value=-1)  # o (1-tanh² c)
         if self.padded:
@@ -589,6 +596,8 @@ class NativeLSTMKernel(LSTMKernel):
         >>> k.gates.shape, k.c[0, 0].tolist()
         (torch.Size([5, 3, 8]), [1.0, 1.0])
     """
+
+    cell_scale = 1.0  # the C++ steps keep c itself
 
     def __init__(
         self,
